@@ -1,0 +1,35 @@
+"""OpenAI-compatible API side of G-cache: settings, prices, a retrying client and a server.
+
+The client (:class:`ChatClient`) talks to any OpenAI-compatible endpoint (DashScope by default,
+or OpenAI, vLLM, SGLang, Ollama, or ``gcache serve``); the server (:func:`build_app`) exposes a
+local model through the same protocol.
+"""
+
+from gcache.api.client import ChatClient, ChatResult
+from gcache.api.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
+from gcache.api.server import ChatBackend, Completion, ServerThread, build_app, run_server
+from gcache.api.settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    ApiSettings,
+    MissingApiKeyError,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MODEL",
+    "DEFAULT_PRICES",
+    "KNOWN_MODELS",
+    "ApiSettings",
+    "ChatBackend",
+    "ChatClient",
+    "ChatResult",
+    "Completion",
+    "MissingApiKeyError",
+    "ModelPrice",
+    "PriceTable",
+    "ServerThread",
+    "build_app",
+    "run_server",
+]

@@ -1,0 +1,119 @@
+"""The ``gcache`` command: ``eval``, ``train``, ``serve``, ``plot``. Each subcommand is a thin call into a recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("gcache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gcache.config import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="gcache", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="run a method over a benchmark (resumable)")
+    add_run_arguments(ev)
+    tr = sub.add_parser("train", help="train a graph method's topology model and CacheFuser (resumable)")
+    add_run_arguments(tr, training=True)
+
+    sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model")
+    sv.add_argument("--model", default="smollm2", help="model to serve (default smollm2)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--name", help="model name clients use (default: --model)")
+    sv.add_argument("--dtype", default="auto")
+    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=8)
+
+    pl = sub.add_parser("plot", help="draw a checkpoint's learned topology and training curves to PNG")
+    pl.add_argument("checkpoint", help="a gcache train output folder or checkpoint.pt")
+    pl.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    pl.add_argument("--data", help="questions to average the edge probabilities over (default: training data)")
+    pl.add_argument("--limit", type=int, default=16)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gcache.config import config_from_args
+
+    if args.command == "eval":
+        from gcache.recipes.eval import EvalRecipe
+
+        recipe = EvalRecipe(config_from_args(args))
+        recipe.setup()
+        summary = recipe.run()
+        recipe.cleanup()
+        brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
+        brief["seconds_per_question"] = summary["per_question"]["seconds"]
+        print(json.dumps(brief))
+        return 0
+    if args.command == "train":
+        from gcache.recipes.train import TrainRecipe
+
+        recipe = TrainRecipe(config_from_args(args, method="gcache", split="train"))
+        recipe.setup()
+        result = recipe.train()
+        recipe.cleanup()
+        print(json.dumps(result))
+        return 0
+    if args.command == "serve":
+        from gcache.recipes.serve import ServeRecipe
+
+        recipe = ServeRecipe(model=args.model, port=args.port, host=args.host, name=args.name, dtype=args.dtype,
+                             device=args.device, max_batch_size=args.max_batch_size)
+        recipe.setup()
+        recipe.run()
+        return 0
+    if args.command == "plot":
+        from gcache.recipes.plot import plot_checkpoint
+
+        for path in plot_checkpoint(args.checkpoint, out=args.out, data=args.data, limit=args.limit):
+            print(path)
+        return 0
+    raise AssertionError(args.command)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by what the user gave: printed as one line, no traceback."""
+    from gcache.api.settings import MissingApiKeyError
+    from gcache.config import ConfigError
+    from gcache.io.results import ResultsFileError
+    from gcache.models import ModelNotFoundError
+    from gcache.tasks import DatasetError
+
+    return (ConfigError, DatasetError, ModelNotFoundError, MissingApiKeyError, ResultsFileError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gcache`` command. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return _run(args)
+    except _user_errors() as err:
+        print(f"gcache {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gcache {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Per-sample results of a run as an append-only JSONL file that survives ``kill -9``.
+
+Each record is one JSON line with a string ``"id"``; it is written with a single ``write`` and
+then flushed and fsynced before :meth:`ResultStore.append` returns. A crash can therefore leave at
+most one damaged line, the last one; :meth:`ResultStore.load` drops it (with a warning) and
+rewrites the file without it, so a resumed run re-does that one sample and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from gcache.io.atomic import _atomic_open, atomic_write_json
+from gcache.io.redaction import redact
+
+__all__ = ["ResultStore", "ResultsFileError", "write_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResultsFileError(ValueError):
+    """A results file is damaged somewhere a crash cannot explain (before its last line)."""
+
+
+class ResultStore:
+    """``out_dir/results.jsonl``: append records, reload them by id to resume a run.
+
+    Assumes one writer at a time. When several records share an id, the last one wins (a retried
+    sample is appended again rather than edited in place).
+
+    Args:
+        out_dir (str | Path): Run directory; created on the first :meth:`append`.
+        secrets (Iterable[str | None]): Strings never to write (see :func:`redact`). Default is ().
+
+    >>> store = ResultStore(tmp_path)  # doctest: +SKIP
+    >>> store.append({"id": "gsm8k-test-0", "correct": True, "error": None})  # doctest: +SKIP
+    >>> store.done_ids()  # doctest: +SKIP
+    {'gsm8k-test-0'}
+    """
+
+    filename = "results.jsonl"
+
+    def __init__(self, out_dir: str | Path, secrets: Iterable[str | None] = ()) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / self.filename
+        self._secrets = [s for s in secrets if s]
+        self._tail_checked = False  # appending after a torn last line would bury it mid-file
+
+    def load(self, retry_errors: bool = False) -> dict[str, dict]:
+        """Records by id, repairing a torn last line first.
+
+        Args:
+            retry_errors (bool): Leave out records whose ``"error"`` is not None, so that their
+                samples run again. Default is False.
+
+        Returns:
+            dict[str, dict]: ``{id: record}``, in order of first appearance.
+
+        Raises:
+            ResultsFileError: If a line other than the last is not a JSON object with a string
+                ``"id"`` (the message names the file and line).
+        """
+        by_id: dict[str, dict] = {}
+        for record in self._read():
+            by_id[record["id"]] = record
+        if retry_errors:
+            by_id = {k: r for k, r in by_id.items() if r.get("error") is None}
+        return by_id
+
+    def records(self, retry_errors: bool = False) -> list[dict]:
+        """The records of :meth:`load` as a list."""
+        return list(self.load(retry_errors).values())
+
+    def done_ids(self, retry_errors: bool = False) -> set[str]:
+        """Ids of samples that need not run again (see :meth:`load` for ``retry_errors``)."""
+        return set(self.load(retry_errors))
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record as one JSON line, durably (flush + fsync) before returning.
+
+        Args:
+            record (dict): JSON-serializable, with a string ``"id"``. Secrets are redacted.
+
+        Raises:
+            ValueError: If ``record`` has no string ``"id"``.
+            TypeError: If it is not JSON-serializable (nothing is written).
+        """
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise ValueError(f"a result record must be a dict with a string 'id', got {record!r:.200}")
+        line = (json.dumps(redact(record, self._secrets), ensure_ascii=False) + "\n").encode("utf-8")
+        if not self._tail_checked:
+            self._read()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read(self) -> list[dict]:
+        """Parse the file; drop and repair a damaged last line; raise on damage before it."""
+        self._tail_checked = True
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()  # the file ends with a newline, as it should
+        records, offset = [], 0
+        for lineno, raw in enumerate(lines, start=1):
+            is_last = lineno == len(lines)
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                    raise ValueError("not a JSON object with a string 'id'")
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
+                if not is_last:
+                    raise ResultsFileError(
+                        f"{self.path}, line {lineno}: corrupt record ({e}); only the last line can be "
+                        "cut off by a crash, so this file was damaged otherwise: fix or delete that line"
+                    ) from None
+                logger.warning(
+                    "%s, line %d: dropping a truncated last record (%d bytes: %r); its sample will run again",
+                    self.path, lineno, len(raw), raw[:80],
+                )
+                self._rewrite(data[:offset])
+                return records
+            records.append(record)
+            offset += len(raw) + 1
+        if data and not data.endswith(b"\n"):
+            self._rewrite(data + b"\n")  # whole record, lost newline: the next append must not join it
+        return records
+
+    def _rewrite(self, data: bytes) -> None:
+        with _atomic_open(self.path, "wb") as f:
+            f.write(data)
+
+    def __repr__(self) -> str:
+        return f"ResultStore(path={str(self.path)!r})"
+
+
+def write_summary(out_dir: str | Path, summary: dict, secrets: Iterable[str | None] = ()) -> Path:
+    """Write ``summary`` to ``out_dir/summary.json`` atomically, secrets redacted.
+
+    Args:
+        out_dir (str | Path): Run directory (created if missing).
+        summary (dict): JSON-serializable summary (metrics, config, versions).
+        secrets (Iterable[str | None]): Strings never to write. Default is ().
+
+    Returns:
+        Path: The written file.
+    """
+    path = Path(out_dir) / "summary.json"
+    atomic_write_json(path, redact(summary, secrets))
+    return path

@@ -1,0 +1,16 @@
+"""Model loading: hub ids, local directories, GGUF files and the embedded default ``smollm2``."""
+
+from gcache.models._load import (
+    EMBEDDED_MODELS,
+    TINY_MODELS,
+    ModelNotFoundError,
+    ModelSpec,
+    load_model,
+    prepare_frozen,
+    resolve_dtype,
+    resolve_model,
+)
+from gcache.models._tiny import tiny_random_model, tiny_tokenizer
+
+__all__ = ["TINY_MODELS", "tiny_random_model", "tiny_tokenizer", "EMBEDDED_MODELS", "ModelNotFoundError", "ModelSpec", "load_model", "prepare_frozen", "resolve_dtype",
+           "resolve_model"]

@@ -1,0 +1,73 @@
+"""Tiny random-weight models of real architectures, for tests and speed measurements.
+
+Speed does not depend on the weights, and numerical equivalences (cache vs no cache, batch vs one by one)
+hold for any weights, so a 2-layer Qwen3 or Llama with a byte-level tokenizer exercises every code path
+without a hub.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["tiny_tokenizer", "tiny_random_model"]
+
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (256 bytes + ChatML specials) with a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    for tok in specials:
+        vocab[tok] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  bos_token=None, padding_side="left")
+    tok.chat_template = _CHATML
+    return tok
+
+
+def tiny_random_model(arch: str = "qwen3", *, seed: int = 0, num_layers: int = 2, hidden_size: int = 64,
+                      dtype: torch.dtype = torch.float32):
+    """A random-weight causal LM of a real architecture and its byte-level tokenizer.
+
+    Args:
+        arch (str): ``"qwen3"`` or ``"llama"``. Default is ``"qwen3"``.
+        seed (int): weight seed. Default is 0.
+        num_layers (int): decoder layers. Default is 2.
+        hidden_size (int): hidden size (4 heads, 2 KV heads). Default is 64.
+
+    Returns:
+        tuple: ``(model, tokenizer)``, frozen, in eval mode, with G-cache's fusing attention.
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    from gcache.models._load import prepare_frozen
+    from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
+
+    register_fused_attention()
+    tok = tiny_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                  num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=4096, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  tie_word_embeddings=False)
+    if arch == "qwen3":
+        config = Qwen3Config(head_dim=hidden_size // 4, **common)
+    elif arch == "llama":
+        config = LlamaConfig(**common)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose qwen3 or llama")
+    config._attn_implementation = FUSED_ATTENTION
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=FUSED_ATTENTION).to(dtype)
+    return prepare_frozen(model, tok)

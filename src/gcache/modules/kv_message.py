@@ -1,0 +1,179 @@
+"""KV messages: slices of a KV-cache that agents hand each other.
+
+One layout everywhere, the same as transformers' ``DynamicLayer``: per layer ``[b, n_kv, s, h_d]``. Alongside the
+tensors a message carries explicit bookkeeping per slot:
+
+* ``valid [b, s]``: False for padding (left padding within each segment keeps a batch aligned);
+* ``positions [b, s]``: the rotary position each key was computed at (-1 for padding). Keys keep that
+  position forever; whoever continues after a message starts at ``max(positions) + 1``;
+* ``kinds [s]``: what produced the slot (received, prompt, latent or generated), shared by the whole batch.
+
+Operations return new messages; a received message is never mutated in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+__all__ = ["SlotKind", "KVMessage", "MESSAGE_MODES"]
+
+MESSAGE_MODES = ("full", "own", "latent")
+
+
+class SlotKind(IntEnum):
+    """What produced a cache slot."""
+
+    RECEIVED = 0  # came in from a predecessor's message
+    PROMPT = 1  # the node's own prompt
+    LATENT = 2  # one latent thought step
+    GENERATED = 3  # a decoded token
+
+
+@dataclass(frozen=True)
+class KVMessage:
+    """An immutable slice of a KV-cache with its positions.
+
+    Args:
+        keys (tuple[torch.Tensor, ...]): per layer ``[b, n_kv, s, h_d]``.
+        values (tuple[torch.Tensor, ...]): per layer ``[b, n_kv, s, h_d]``.
+        valid (torch.Tensor): ``[b, s]`` bool, False for padding.
+        positions (torch.Tensor): ``[b, s]`` long rotary position of each slot, -1 for padding.
+        kinds (torch.Tensor): ``[s]`` long :class:`SlotKind` of each slot.
+
+    Example:
+        >>> msg = KVMessage.empty(num_layers=2, batch=1, n_kv=1, head_dim=4)
+        >>> msg.length, msg.next_position().tolist()
+        (0, [0])
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    valid: torch.Tensor
+    positions: torch.Tensor
+    kinds: torch.Tensor
+
+    def __post_init__(self) -> None:
+        s = self.valid.shape[1]
+        if len(self.keys) != len(self.values):
+            raise ValueError(f"{len(self.keys)} key layers but {len(self.values)} value layers")
+        if self.positions.shape != self.valid.shape or self.kinds.shape != (s,):
+            raise ValueError(
+                f"bookkeeping shapes disagree: valid {tuple(self.valid.shape)}, positions "
+                f"{tuple(self.positions.shape)}, kinds {tuple(self.kinds.shape)}"
+            )
+        for k in self.keys:
+            if k.shape[0] != self.valid.shape[0] or k.shape[2] != s:
+                raise ValueError(f"key layer of shape {tuple(k.shape)} does not match valid {tuple(self.valid.shape)}")
+
+    @classmethod
+    def empty(cls, *, num_layers: int, batch: int, n_kv: int, head_dim: int, dtype=torch.float32,
+              device: torch.device | str = "cpu") -> "KVMessage":
+        """A message with no slots (the context of a node without predecessors)."""
+        kv = torch.zeros(batch, n_kv, 0, head_dim, dtype=dtype, device=device)  # [b, n_kv, 0, h_d]
+        return cls(
+            keys=(kv,) * num_layers,
+            values=(kv,) * num_layers,
+            valid=torch.zeros(batch, 0, dtype=torch.bool, device=device),
+            positions=torch.zeros(batch, 0, dtype=torch.long, device=device),
+            kinds=torch.zeros(0, dtype=torch.long, device=device),
+        )
+
+    @property
+    def length(self) -> int:
+        """Number of slots ``s`` (padding included)."""
+        return self.valid.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.valid.shape[0]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+    def num_valid(self) -> torch.Tensor:
+        """``[b]`` number of real (non-padding) slots per row."""
+        return self.valid.sum(dim=1)
+
+    def next_position(self) -> torch.Tensor:
+        """``[b]`` rotary position where a continuation starts: one past the largest position held (0 if none)."""
+        if self.length == 0:
+            return torch.zeros(self.batch_size, dtype=torch.long, device=self.valid.device)
+        return self.positions.masked_fill(~self.valid, -1).max(dim=1).values + 1
+
+    def select(self, slot_mask: torch.Tensor) -> "KVMessage":
+        """Keep the slots where ``slot_mask [s]`` is True (same slots for every row)."""
+        idx = slot_mask.nonzero(as_tuple=True)[0]
+        return KVMessage(
+            keys=tuple(k.index_select(2, idx) for k in self.keys),  # [b, n_kv, s', h_d]
+            values=tuple(v.index_select(2, idx) for v in self.values),
+            valid=self.valid.index_select(1, idx),
+            positions=self.positions.index_select(1, idx),
+            kinds=self.kinds.index_select(0, idx),
+        )
+
+    def slice(self, start: int, end: int | None = None) -> "KVMessage":
+        """Slots ``start:end`` along the sequence axis."""
+        mask = torch.zeros(self.length, dtype=torch.bool, device=self.valid.device)
+        mask[start:end] = True
+        return self.select(mask)
+
+    def as_received(self) -> "KVMessage":
+        """The same slots, marked as received (what a successor sees)."""
+        return KVMessage(self.keys, self.values, self.valid, self.positions,
+                         torch.full_like(self.kinds, SlotKind.RECEIVED))
+
+    def to(self, device: torch.device | str) -> "KVMessage":
+        return KVMessage(tuple(k.to(device) for k in self.keys), tuple(v.to(device) for v in self.values),
+                         self.valid.to(device), self.positions.to(device), self.kinds.to(device))
+
+    def detach(self) -> "KVMessage":
+        return KVMessage(tuple(k.detach() for k in self.keys), tuple(v.detach() for v in self.values),
+                         self.valid, self.positions, self.kinds)
+
+    @staticmethod
+    def concat(messages: list["KVMessage"]) -> "KVMessage":
+        """Concatenate messages along the sequence axis; each keeps its own positions.
+
+        Raises:
+            ValueError: no messages, or messages of different batch size or layer count.
+        """
+        if not messages:
+            raise ValueError("concat needs at least one message")
+        if len({(m.batch_size, m.num_layers) for m in messages}) != 1:
+            raise ValueError("messages to concatenate differ in batch size or number of layers")
+        if len(messages) == 1:
+            return messages[0]
+        n_layers = messages[0].num_layers
+        return KVMessage(
+            keys=tuple(torch.cat([m.keys[i] for m in messages], dim=2) for i in range(n_layers)),  # [b, n_kv, Σs, h_d]
+            values=tuple(torch.cat([m.values[i] for m in messages], dim=2) for i in range(n_layers)),
+            valid=torch.cat([m.valid for m in messages], dim=1),  # [b, Σs]
+            positions=torch.cat([m.positions for m in messages], dim=1),
+            kinds=torch.cat([m.kinds for m in messages]),
+        )
+
+    def message(self, mode: str, own_start: int) -> "KVMessage":
+        """The slice a node sends on, from the cache it ended with.
+
+        Args:
+            mode (str): ``"full"`` (the whole cache, what LatentMAS passes along a chain), ``"own"`` (the node's
+                prompt and latent slots, from ``own_start``), or ``"latent"`` (its latent slots only).
+            own_start (int): index of the node's first own slot (= length of the context it received).
+        """
+        if mode == "full":
+            return self.as_received()
+        if mode == "own":
+            return self.slice(own_start).as_received()
+        if mode == "latent":
+            own = torch.arange(self.length, device=self.kinds.device) >= own_start
+            return self.select(own & (self.kinds == SlotKind.LATENT)).as_received()
+        raise ValueError(f"unknown message mode {mode!r}; choose one of {', '.join(MESSAGE_MODES)}")
+
+    def __repr__(self) -> str:
+        h = self.keys[0].shape if self.keys else None
+        return (f"KVMessage(layers={self.num_layers}, batch={self.batch_size}, slots={self.length}, "
+                f"kv_shape={tuple(h) if h is not None else None})")

@@ -1,0 +1,341 @@
+"""The local latent engine: prefill on top of a received cache, latent thoughts, and decoding from a cache.
+
+Pure pieces (:func:`realignment_matrix`, :func:`sample_next_token`) sit next to :class:`LatentEngine`, a thin
+stateful wrapper that owns a frozen model, its tokenizer and the realignment matrix (built once per model).
+
+The engine does not choose the grad mode: callers run inference under ``torch.no_grad()`` and training
+under grad (:meth:`LatentEngine.answer_nll` always enables it).
+
+Every forward pass is explicit about padding and positions: new slots are left-padded within their segment,
+their rotary positions continue after the largest position in the context (per row), and the 4-D mask comes
+from :func:`gcache.modules.attention.build_attention_mask`. This is what makes a batch of questions give what
+one-by-one gives, with latent steps too.
+
+Notation: b = batch, t = new slots, s = context slots, d = hidden size, v = vocabulary.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from gcache.modules.attention import build_attention_mask
+from gcache.modules.kv_message import KVMessage, SlotKind
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DecodeConfig", "Decoded", "LatentEngine", "realignment_matrix", "sample_next_token", "render_chat"]
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How text is decoded from a cache.
+
+    Args:
+        max_new_tokens (int): cap on generated tokens per row. Default is 256.
+        temperature (float): 0 for greedy. Default is 0.0.
+        top_p (float): nucleus mass kept when sampling. Default is 1.0.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Decoded:
+    """Text decoded for a batch, with the cache it ended with."""
+
+    texts: list[str]
+    token_ids: list[list[int]]  # generated ids per row, stop token excluded
+    context: KVMessage
+
+
+def realignment_matrix(w_in: torch.Tensor, w_out: torch.Tensor, lam: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """LatentMAS's realignment from output hidden states back to input embeddings.
+
+    .. math::
+        W_a = (W_{out}^T W_{out} + \\lambda I)^{-1} W_{out}^T W_{in}
+
+    the ridge solution of ``W_out W_a ≈ W_in``, solved in float32.
+
+    Args:
+        w_in (torch.Tensor): input embedding matrix ``[v, d]``.
+        w_out (torch.Tensor): output (LM head) matrix ``[v, d]``.
+        lam (float): ridge term. Default is 1e-5.
+
+    Returns:
+        tuple: ``(W_a [d, d], target_norm [])`` where ``target_norm`` is the mean row norm of ``W_in``.
+    """
+    w_in32, w_out32 = w_in.float(), w_out.float()
+    gram = w_out32.T @ w_out32  # [d, d]
+    gram = gram + lam * torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
+    rhs = w_out32.T @ w_in32  # [d, d]
+    w_a = torch.linalg.solve(gram, rhs)
+    return w_a, w_in32.norm(dim=1).mean()
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Greedy (``temperature == 0``) or nucleus sampling. ``logits [b, v]`` -> ids ``[b]``."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """Render chat messages with the tokenizer's template, or a plain fallback for models without one."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+class LatentEngine:
+    """A frozen local model that prefills, thinks in latent space and decodes, all on explicit caches.
+
+    Args:
+        model: a transformers causal LM loaded with :func:`gcache.models.load_model` (fusing attention).
+        tokenizer: its tokenizer (left padding).
+        realign (bool): map hidden states back to the input-embedding space with :func:`realignment_matrix`;
+            False uses the identity (still rescaled to the embedding norm). Default is True.
+        lam (float): ridge term of the realignment. Default is 1e-5.
+
+    Example:
+        >>> engine = LatentEngine(model, tokenizer)
+        >>> ctx, h = engine.prefill(engine.empty_context(1), ["<prompt>"])
+        >>> ctx, h = engine.think(ctx, h, steps=4)
+        >>> engine.decode(ctx, h, DecodeConfig(max_new_tokens=32)).texts
+    """
+
+    def __init__(self, model, tokenizer, *, realign: bool = True, lam: float = 1e-5) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.realign = realign
+        self.lam = lam
+        self._realign_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.num_layers = cfg.num_hidden_layers
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.stop_ids = self._stop_ids()
+        # transformers renamed the decoder's `past_key_values` argument to `cache` (5.2x); use what it takes.
+        params = inspect.signature(model.get_decoder().forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value is not None:
+                ids.update(int(v) for v in value)
+        return ids
+
+    def empty_context(self, batch: int) -> KVMessage:
+        return KVMessage.empty(num_layers=self.num_layers, batch=batch, n_kv=self.n_kv, head_dim=self.head_dim,
+                               dtype=self.dtype, device=self.device)
+
+    def realignment(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_a [d, d], target_norm)`` in the model dtype, built once and reused."""
+        if self._realign_cache is None:
+            w_in = self.model.get_input_embeddings().weight.detach()
+            w_out = self.model.get_output_embeddings().weight.detach()
+            if self.realign:
+                w_a, norm = realignment_matrix(w_in, w_out, self.lam)
+            else:
+                w_a = torch.eye(w_in.shape[1], device=w_in.device)
+                norm = w_in.float().norm(dim=1).mean()
+            self._realign_cache = (w_a.to(self.dtype), norm.to(self.dtype))
+        return self._realign_cache
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(ids [b, t], valid [b, t])`` without extra special tokens (templates add their own)."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
+
+    # ------------------------------------------------------------------ forward on a context
+    def extend(self, ctx: KVMessage, inputs_embeds: torch.Tensor, new_valid: torch.Tensor, kind: SlotKind,
+               fuser_bias: torch.Tensor | None = None, logits: str = "last") -> tuple[KVMessage, torch.Tensor, torch.Tensor | None]:
+        """Run the model over new slots on top of ``ctx``.
+
+        Args:
+            ctx (KVMessage): the context (``s`` slots); not modified.
+            inputs_embeds (torch.Tensor): ``[b, t, d]`` input embeddings of the new slots (left-padded).
+            new_valid (torch.Tensor): ``[b, t]`` bool, False for padding.
+            kind (SlotKind): what the new slots are.
+            fuser_bias (torch.Tensor | None): ``[l, b, p]`` additive key bias over the first ``p`` context slots.
+            logits (str): ``"last"`` for the last slot's logits, ``"all"`` for every slot's, ``"none"``.
+
+        Returns:
+            tuple: ``(context [s + t slots], last hidden state [b, d], logits [b, v] | [b, t, v] | None)``.
+        """
+        from transformers import DynamicCache
+
+        b, t, _ = inputs_embeds.shape
+        start = ctx.next_position()  # [b]
+        offsets = new_valid.long().cumsum(dim=1) - 1  # [b, t] index among the row's real new slots
+        positions = (start[:, None] + offsets.clamp_min(0)).masked_fill(~new_valid, -1)  # [b, t]
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(zip(ctx.keys, ctx.values)):
+            cache.update(k, v, i)  # references only; the model's own update concatenates into new tensors
+        key_valid = torch.cat([ctx.valid, new_valid], dim=1)  # [b, s + t]
+        mask = build_attention_mask(key_valid, t, inputs_embeds.dtype)  # [b, 1, t, s + t]
+        extra = {"fuser_bias": fuser_bias} if fuser_bias is not None else {}
+        extra[self._cache_arg] = cache
+        out = self.model.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions.clamp_min(0),
+            use_cache=True,
+            **extra,
+        )
+        hidden = out.last_hidden_state  # [b, t, d], after the final norm
+        # The model appended the new slots to `cache` (by concatenation into new tensors: ctx is untouched).
+        keys = tuple(layer.keys for layer in cache.layers)  # [b, n_kv, s + t, h_d]
+        values = tuple(layer.values for layer in cache.layers)
+        new_ctx = KVMessage(
+            keys=keys,
+            values=values,
+            valid=key_valid,
+            positions=torch.cat([ctx.positions, positions], dim=1),
+            kinds=torch.cat([ctx.kinds, torch.full((t,), int(kind), dtype=torch.long, device=ctx.kinds.device)]),
+        )
+        head = self.model.get_output_embeddings()
+        if logits == "last":
+            out_logits = head(hidden[:, -1])  # [b, v]
+        elif logits == "all":
+            out_logits = head(hidden)  # [b, t, v]
+        else:
+            out_logits = None
+        return new_ctx, hidden[:, -1], out_logits
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        t = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (t - len(r)) + r for r in rows], dtype=torch.long, device=self.device)
+        valid = torch.tensor([[False] * (t - len(r)) + [True] * len(r) for r in rows], device=self.device)
+        return ids, valid  # [b, t] each
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)  # [b, t, d]
+
+    def prefill(self, ctx: KVMessage, prompts: list[str], fuser_bias: torch.Tensor | None = None):
+        """Prefill rendered prompts (one per row) on top of ``ctx``.
+
+        Returns:
+            tuple: ``(context, last hidden [b, d], last logits [b, v], prompt token counts [b])``.
+        """
+        ids, valid = self.tokenize(prompts)
+        new_ctx, h, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.PROMPT, fuser_bias)
+        return new_ctx, h, logits, valid.sum(dim=1)
+
+    def latent_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``e = normalise(h · W_a)``: a last-layer hidden state ``[b, d]`` as the next input embedding ``[b, d]``."""
+        w_a, target_norm = self.realignment()
+        e = hidden.to(w_a.dtype) @ w_a  # [b, d]
+        return e * (target_norm / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+    def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None):
+        """``steps`` latent thoughts: feed the realigned last hidden state back as the next input embedding.
+
+        Each step adds one slot (kind LATENT) and samples no token.
+
+        Returns:
+            tuple: ``(context, last hidden [b, d])``.
+        """
+        if steps < 0:
+            raise ValueError(f"latent steps must be >= 0, got {steps}")
+        valid = torch.ones(ctx.batch_size, 1, dtype=torch.bool, device=ctx.valid.device)
+        for _ in range(steps):
+            e = self.latent_embedding(hidden)[:, None, :]  # [b, 1, d]
+            ctx, hidden, _ = self.extend(ctx, e, valid, SlotKind.LATENT, fuser_bias, logits="none")
+        return ctx, hidden
+
+    def decode(self, ctx: KVMessage, first_logits: torch.Tensor, cfg: DecodeConfig,
+               fuser_bias: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Decoded:
+        """Decode text from a context whose last slot produced ``first_logits [b, v]``.
+
+        Rows stop at a stop token; finished rows keep stepping (masked as padding) until all stop.
+        """
+        b = ctx.batch_size
+        done = torch.zeros(b, dtype=torch.bool, device=first_logits.device)
+        generated: list[list[int]] = [[] for _ in range(b)]
+        logits = first_logits
+        stop = torch.tensor(sorted(self.stop_ids), device=first_logits.device, dtype=torch.long)
+        for _ in range(cfg.max_new_tokens):
+            next_ids = sample_next_token(logits, cfg.temperature, cfg.top_p, generator)  # [b]
+            is_stop = torch.isin(next_ids, stop)
+            for row in (~done & ~is_stop).nonzero(as_tuple=True)[0].tolist():
+                generated[row].append(int(next_ids[row]))
+            done = done | is_stop
+            if bool(done.all()):
+                break
+            step_valid = ~done[:, None]  # [b, 1]: finished rows add a padding slot
+            ctx, _, logits = self.extend(ctx, self.embed(next_ids[:, None]), step_valid, SlotKind.GENERATED,
+                                         fuser_bias)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+        return Decoded(texts=texts, token_ids=generated, context=ctx)
+
+    # ------------------------------------------------------------------ convenience
+    @torch.no_grad()
+    def chat(self, messages_batch: list[list[dict]], cfg: DecodeConfig,
+             generator: torch.Generator | None = None) -> tuple[list[str], list[int], list[int]]:
+        """Plain chat completion for a batch: ``(texts, prompt_tokens, completion_tokens)``."""
+        prompts = [render_chat(self.tokenizer, m) for m in messages_batch]
+        ctx, _, logits, n_prompt = self.prefill(self.empty_context(len(prompts)), prompts)
+        out = self.decode(ctx, logits, cfg, generator=generator)
+        return out.texts, n_prompt.tolist(), [len(ids) for ids in out.token_ids]
+
+    def answer_nll(self, ctx: KVMessage, prompts: list[str], answers: list[str],
+                   fuser_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced mean NLL per row of ``answers`` after ``prompts`` on top of ``ctx``.
+
+        Runs with gradients enabled so that a ``fuser_bias`` (or a context) that requires grad gets one; the
+        model itself is frozen. Each row's answer tokens are right after its prompt; both are left-padded as one segment.
+
+        Returns:
+            torch.Tensor: ``[b]`` mean negative log-likelihood of each row's answer tokens.
+        """
+        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] + self.tokenizer(a, add_special_tokens=False)["input_ids"]
+                for p, a in zip(prompts, answers)]
+        answer_lens = [len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
+        ids, valid = self._left_pad(rows)
+        with torch.enable_grad():
+            _, _, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.PROMPT, fuser_bias, logits="all")
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [b, t-1, v] predicts slot i+1
+            target = ids[:, 1:]  # [b, t-1]
+            token_logp = logp.gather(-1, target[..., None]).squeeze(-1)  # [b, t-1]
+            t = ids.shape[1]
+            losses = []
+            for row, n in enumerate(answer_lens):
+                n = max(1, min(n, t - 1))
+                losses.append(-token_logp[row, t - 1 - n:].mean())  # the last n targets are the answer
+        return torch.stack(losses)

@@ -1,0 +1,297 @@
+"""Run a team of agents over a plan: latent nodes pass KV messages, text nodes pass text.
+
+A :class:`Plan` is the unrolled graph in execution order. Each node has a role, a kind (``latent`` thinks in
+latent space and emits a KV message; ``text`` decodes text) and a backend (``local`` model or ``api``). The last
+node decides: its text is the answer (or a majority vote over ``voters``). Every baseline is a plan:
+
+* ``single``: one local text node;
+* ``text_chain``: planner -> critic -> refiner -> judger passing text;
+* ``latentmas_seq`` / ``latentmas_hier``: a chain of latent nodes passing their whole cache, then a decoding judge;
+* ``gdesigner``: a learned graph of text nodes; ``gcache``: a learned graph of latent nodes with a CacheFuser.
+
+In hybrid plans an API node cannot read a KV-cache: the local model decodes what its latent predecessors hold
+into text (:func:`gcache.agents.prompts.verbalize_messages`), and that text is what the API model is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from gcache.agents.prompts import agent_messages, verbalize_messages
+from gcache.agents.roles import Role
+from gcache.modules.cache_fuser import CacheFuser
+from gcache.modules.kv_message import MESSAGE_MODES, KVMessage
+from gcache.reasoning._latent import DecodeConfig, LatentEngine, render_chat
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NodeSpec", "Plan", "RowTrace", "GraphExecutor", "NODE_KINDS", "BACKENDS"]
+
+NODE_KINDS = ("latent", "text")
+BACKENDS = ("local", "api")
+LATENT_TEAM = "Team (latent thoughts decoded by the local model)"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One agent in a plan.
+
+    Args:
+        role (Role): who the agent is.
+        kind (str): ``"latent"`` or ``"text"``. Default is ``"latent"``.
+        backend (str): ``"local"`` or ``"api"`` (text nodes only). Default is ``"local"``.
+        inputs (tuple[int, ...]): indices of earlier nodes whose output this node receives. Default is ().
+        name (str): label in traces; default is the role name.
+    """
+
+    role: Role
+    kind: str = "latent"
+    backend: str = "local"
+    inputs: tuple[int, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in NODE_KINDS:
+            raise ValueError(f"unknown node kind {self.kind!r}; choose one of {', '.join(NODE_KINDS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.kind == "latent" and self.backend != "local":
+            raise ValueError(f"node {self.label}: latent nodes need the local model (an API returns text only)")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.role.name
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Nodes in execution order; the last one answers.
+
+    Args:
+        nodes (tuple[NodeSpec, ...]): the agents; inputs refer to earlier nodes only.
+        message (str): what a latent node sends on: ``full`` / ``own`` / ``latent``. Default is ``"full"``.
+        voters (tuple[int, ...]): text nodes whose answers are majority-voted; empty means the last node's
+            text is the answer. Default is ().
+    """
+
+    nodes: tuple[NodeSpec, ...]
+    message: str = "full"
+    voters: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("a plan needs at least one node")
+        if self.message not in MESSAGE_MODES:
+            raise ValueError(f"unknown message mode {self.message!r}; choose one of {', '.join(MESSAGE_MODES)}")
+        for i, node in enumerate(self.nodes):
+            bad = [j for j in node.inputs if not 0 <= j < i]
+            if bad:
+                raise ValueError(f"node {i} ({node.label}) takes inputs {bad} that do not come before it")
+        answering = self.voters or (len(self.nodes) - 1,)
+        for i in answering:
+            if self.nodes[i].kind != "text":
+                raise ValueError(f"node {i} ({self.nodes[i].label}) answers, so it must be a text node")
+
+    @property
+    def uses_api(self) -> bool:
+        return any(n.backend == "api" for n in self.nodes)
+
+    @property
+    def uses_local(self) -> bool:
+        return any(n.backend == "local" for n in self.nodes)
+
+
+@dataclass
+class RowTrace:
+    """What happened for one question."""
+
+    final_text: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latent_steps: int = 0
+    api_prompt_tokens: int = 0
+    api_completion_tokens: int = 0
+    node_texts: dict[str, str] = field(default_factory=dict)
+    api_sent: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _NodeOutput:
+    message: KVMessage | None = None  # latent nodes
+    texts: list[str] | None = None  # text nodes, one per row
+
+
+class GraphExecutor:
+    """Executes plans for a batch of questions.
+
+    Args:
+        engine (LatentEngine | None): the local model (needed by local nodes).
+        api: a :class:`gcache.api.ChatClient` (needed by API nodes). Default is None.
+        latent_steps (int): latent thoughts per latent node. Default is 4.
+        decode (DecodeConfig): decoding of text nodes. Default is greedy, 256 tokens.
+        verbalize (DecodeConfig): decoding of latent thoughts into text for API nodes. Default is 128 tokens.
+        fuser (CacheFuser | None): merges several incoming messages; None is plain concatenation.
+        answer_instruction (str): the task's answer-format instruction.
+        extract (Callable | None): answer extraction for majority voting.
+        seed (int): seed of the sampling generator. Default is 0.
+    """
+
+    def __init__(self, *, engine: LatentEngine | None = None, api=None, latent_steps: int = 4,
+                 decode: DecodeConfig = DecodeConfig(), verbalize: DecodeConfig = DecodeConfig(max_new_tokens=128),
+                 fuser: CacheFuser | None = None, answer_instruction: str = "",
+                 extract: Callable[[str], str | None] | None = None, seed: int = 0) -> None:
+        if latent_steps < 0:
+            raise ValueError(f"latent_steps must be >= 0, got {latent_steps}")
+        self.engine = engine
+        self.api = api
+        self.latent_steps = latent_steps
+        self.decode_cfg = decode
+        self.verbalize_cfg = verbalize
+        self.fuser = fuser
+        self.answer_instruction = answer_instruction
+        self.extract = extract
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # ------------------------------------------------------------------ public
+    def run(self, plan: Plan, questions: Sequence[str],
+            edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None) -> list[RowTrace]:
+        """Run ``plan`` for a batch of questions; one :class:`RowTrace` per question."""
+        self._check(plan)
+        traces = [RowTrace() for _ in questions]
+        outputs: list[_NodeOutput] = []
+        with torch.no_grad():
+            for i, node in enumerate(plan.nodes):
+                final = i == len(plan.nodes) - 1 or i in plan.voters
+                outputs.append(self._run_node(plan, i, node, questions, outputs, traces, final, edge_log_probs))
+        for r, trace in enumerate(traces):
+            if plan.voters:
+                trace.final_text = self._vote([outputs[i].texts[r] for i in plan.voters])
+            else:
+                trace.final_text = outputs[-1].texts[r]
+        return traces
+
+    def answer_nll(self, plan: Plan, questions: Sequence[str], targets: Sequence[str],
+                   edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None,
+                   through_graph: bool = True) -> torch.Tensor:
+        """Teacher-forced NLL ``[b]`` of ``targets`` at the (local) decision node, differentiable in the fuser.
+
+        The gold answer is scored after the decision node's prompt on its fused context, through the frozen
+        model. With ``through_graph`` every node runs with gradients, so the bias of every fused edge (and its
+        soft-edge term) gets one; otherwise only the decision node's inputs do, at a fraction of the memory.
+        """
+        self._check(plan)
+        decision = plan.nodes[-1]
+        if decision.backend != "local":
+            raise ValueError("the gold-answer loss needs a local decision node")
+        traces = [RowTrace() for _ in questions]
+        outputs: list[_NodeOutput] = []
+        with torch.set_grad_enabled(through_graph):
+            for i, node in enumerate(plan.nodes[:-1]):
+                outputs.append(self._run_node(plan, i, node, questions, outputs, traces, False, edge_log_probs))
+        ctx, bias, peers = self._gather(plan, len(plan.nodes) - 1, decision, len(questions), outputs, edge_log_probs)
+        prompts = self._prompts(decision, questions, peers, ctx.length > 0, final=True)
+        return self.engine.answer_nll(ctx, prompts, list(targets), bias)
+
+    # ------------------------------------------------------------------ nodes
+    def _check(self, plan: Plan) -> None:
+        if plan.uses_local and self.engine is None:
+            raise ValueError("this plan has local nodes but the executor has no local model")
+        if plan.uses_api and self.api is None:
+            raise ValueError("this plan has API nodes but the executor has no API client")
+
+    def _gather(self, plan: Plan, i: int, node: NodeSpec, b: int, outputs: list[_NodeOutput],
+                edge_log_probs) -> tuple[KVMessage, torch.Tensor | None, list[list[tuple[str, str]]]]:
+        """Fused latent context, its bias, and the peer texts of each row, for node ``i``."""
+        latent_in = [j for j in node.inputs if outputs[j].message is not None]
+        text_in = [j for j in node.inputs if outputs[j].texts is not None]
+        peers = [[(plan.nodes[j].label, outputs[j].texts[r]) for j in text_in] for r in range(b)]
+        if not latent_in:
+            return (self.engine.empty_context(b) if self.engine is not None else None), None, peers
+        messages = [outputs[j].message for j in latent_in]
+        soft = None
+        if edge_log_probs is not None:
+            soft = [edge_log_probs.get((j, i), torch.zeros(())) for j in latent_in]
+        if self.fuser is None:
+            if soft is not None:
+                raise ValueError("soft edge weights need a CacheFuser")
+            return KVMessage.concat(messages), None, peers
+        src_roles = [plan.nodes[j].role.name for j in latent_in]
+        ctx, bias = self.fuser(messages, src_roles, node.role.name, soft)
+        return ctx, bias, peers
+
+    def _prompts(self, node: NodeSpec, questions: Sequence[str], peers, latent_context: bool, final: bool) -> list[str]:
+        return [
+            render_chat(self.engine.tokenizer, agent_messages(
+                node.role, q, answer_instruction=self.answer_instruction, peers=p,
+                latent_context=latent_context, final=final))
+            for q, p in zip(questions, peers)
+        ]
+
+    def _run_node(self, plan: Plan, i: int, node: NodeSpec, questions: Sequence[str], outputs: list[_NodeOutput],
+                  traces: list[RowTrace], final: bool, edge_log_probs) -> _NodeOutput:
+        b = len(questions)
+        ctx, bias, peers = self._gather(plan, i, node, b, outputs, edge_log_probs)
+        has_latent = ctx is not None and ctx.length > 0
+        if node.backend == "api":
+            if has_latent:  # an API model cannot read a cache: the local model puts it into words first
+                texts = self._verbalize(ctx, bias, traces)
+                peers = [p + [(LATENT_TEAM, t)] for p, t in zip(peers, texts)]
+            return _NodeOutput(texts=self._call_api(node, questions, peers, final, traces))
+        prompts = self._prompts(node, questions, peers, has_latent, final)
+        ctx_p, hidden, logits, n_prompt = self.engine.prefill(ctx, prompts, bias)
+        for r, trace in enumerate(traces):
+            trace.prompt_tokens += int(n_prompt[r])
+        if node.kind == "latent":
+            ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias)
+            for trace in traces:
+                trace.latent_steps += self.latent_steps
+            return _NodeOutput(message=ctx_l.message(plan.message, own_start=ctx.length))
+        out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
+        for r, trace in enumerate(traces):
+            trace.completion_tokens += len(out.token_ids[r])
+            trace.node_texts[node.label] = out.texts[r]
+        return _NodeOutput(texts=out.texts)
+
+    def _verbalize(self, ctx: KVMessage, bias, traces: list[RowTrace]) -> list[str]:
+        prompt = render_chat(self.engine.tokenizer, verbalize_messages())
+        ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, [prompt] * ctx.batch_size, bias)
+        out = self.engine.decode(ctx_p, logits, self.verbalize_cfg, bias, self.generator)
+        for r, trace in enumerate(traces):
+            trace.prompt_tokens += int(n_prompt[r])
+            trace.completion_tokens += len(out.token_ids[r])
+        return out.texts
+
+    def _call_api(self, node: NodeSpec, questions: Sequence[str], peers, final: bool,
+                  traces: list[RowTrace]) -> list[str]:
+        batch = [agent_messages(node.role, q, answer_instruction=self.answer_instruction, peers=p, final=final)
+                 for q, p in zip(questions, peers)]
+        results = self.api.complete_many_sync(batch, max_tokens=self.decode_cfg.max_new_tokens,
+                                              temperature=self.decode_cfg.temperature, top_p=self.decode_cfg.top_p)
+        texts = []
+        for trace, messages, res in zip(traces, batch, results):
+            trace.api_sent.append({"node": node.label, "messages": messages})
+            trace.api_prompt_tokens += res.prompt_tokens
+            trace.api_completion_tokens += res.completion_tokens
+            if res.error is not None:
+                trace.error = f"{node.label}: {res.error}" if trace.error is None else trace.error
+                texts.append("")
+            else:
+                texts.append(res.text or "")
+                trace.node_texts[node.label] = res.text or ""
+        return texts
+
+    def _vote(self, texts: list[str]) -> str | None:
+        if self.extract is None:
+            raise ValueError("majority voting needs an answer extractor")
+        answers = [self.extract(t) for t in texts]
+        counts = Counter(a for a in answers if a is not None)
+        if not counts:
+            return texts[-1]
+        best = counts.most_common(1)[0][0]
+        return texts[answers.index(best)]

@@ -1,0 +1,104 @@
+"""Builders that turn a :class:`~gcache.config.RunConfig` into components. Recipes wire these; nothing else does."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from gcache.config import ConfigError, RunConfig
+from gcache.reasoning import DecodeConfig, LatentEngine
+from gcache.reasoning.executor import GraphExecutor, Plan
+from gcache.reasoning.plans import baseline_plan, plan_from_graph
+
+logger = logging.getLogger(__name__)
+
+# Prompt set of each dataset when --prompt-set is not given.
+DEFAULT_PROMPT_SETS = {"gsm8k": "gsm8k", "svamp": "gsm8k", "humaneval": "humaneval", "mmlu": "mmlu"}
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def needs_local_model(cfg: RunConfig) -> bool:
+    return cfg.mode != "api"
+
+
+def needs_api(cfg: RunConfig) -> bool:
+    return cfg.mode in ("hybrid", "api")
+
+
+def build_task(cfg: RunConfig):
+    from gcache.tasks import get_task
+
+    return get_task(cfg.dataset)
+
+
+def build_engine(cfg: RunConfig) -> LatentEngine:
+    from gcache.models import load_model
+
+    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+    return LatentEngine(model, tokenizer, realign=cfg.realign)
+
+
+def build_api(cfg: RunConfig):
+    """The API client; logs (without the key) where requests go."""
+    from gcache.api import ApiSettings, ChatClient
+
+    settings = ApiSettings.resolve(api_key=cfg.api_key, base_url=cfg.base_url, model=cfg.api_model,
+                                   timeout_s=cfg.api_timeout, max_retries=cfg.api_retries,
+                                   max_concurrency=cfg.api_concurrency)
+    logger.info("API: %s at %s", settings.model, settings.base_url)
+    if cfg.mode == "hybrid":
+        logger.info("hybrid mode: the API model cannot read KV-caches; the local model decodes the latent agents' "
+                    "thoughts to text, and that text is what the API model is sent (recorded per question)")
+    return ChatClient(settings, seed=cfg.seed)
+
+
+def build_team(cfg: RunConfig, num_layers: int):
+    """The learned team of a graph method (policy + fuser) over the dataset's prompt set."""
+    from gcache.agents.roles import load_prompt_set
+    from gcache.agents.team import Team
+    from gcache.modules.embedding import SentenceEmbedder
+
+    prompt_set = load_prompt_set(cfg.prompt_set or DEFAULT_PROMPT_SETS.get(cfg.dataset, "gsm8k"))
+    agents = prompt_set.select_agents(cfg.agents)
+    latent = cfg.method == "gcache" and cfg.mode != "api"
+    return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
+                topology=cfg.topology, num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
+                seed=cfg.seed)
+
+
+def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None) -> GraphExecutor:
+    from gcache.scoring import extract_answer
+
+    decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    return GraphExecutor(engine=engine, api=api, latent_steps=cfg.latent_steps, decode=decode, fuser=fuser,
+                         answer_instruction=task.answer_instruction, extract=extract_answer, seed=cfg.seed)
+
+
+def plan_for(cfg: RunConfig, team, graph) -> tuple[Plan, dict]:
+    """The plan of one question: a fixed baseline, or the unrolled graph of a learned method."""
+    if team is None:
+        return baseline_plan(cfg.method, cfg.mode), {}
+    kind = "latent" if cfg.method == "gcache" else "text"
+    return plan_from_graph(graph, team.roles, kind=kind, mode=cfg.mode, message=cfg.message)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path} (gcache train writes OUT/{CHECKPOINT_NAME})")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:
+    """Take the team-shaping settings from a checkpoint, so the saved weights fit the rebuilt team."""
+    saved = ckpt["config"]
+    for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset"):
+        if key == "dataset" and cfg.data is not None:
+            continue
+        setattr(cfg, key, saved[key])
+    cfg.validate()
+    return cfg

@@ -1,0 +1,189 @@
+"""``gcache eval``: run a method over a benchmark and record every question.
+
+Writes ``OUT/results.jsonl`` (one object per question, appended and fsynced as each batch finishes) and
+``OUT/summary.json``. Rerunning the same command resumes: finished questions are neither redone nor lost.
+
+    gcache eval --method latentmas_seq --dataset gsm8k --data ../shared/data/gsm8k/test.jsonl --limit 8 \\
+        --model smollm2 --out runs/latentmas
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gcache.api.pricing import PriceTable
+from gcache.config import ConfigError, RunConfig
+from gcache.io import ResultStore, atomic_write_json, write_summary
+from gcache.recipes import _components as C
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalRecipe"]
+
+
+class EvalRecipe:
+    """Evaluate one method on one dataset. ``setup()``, then ``run()``, then ``summary()``."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        if cfg.out is None:
+            raise ConfigError("--out DIR is required: results and the resume state are written there")
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.engine = None
+        self.api = None
+        self.team = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.checkpoint:
+            self.ckpt = C.load_checkpoint(cfg.checkpoint)
+            C.apply_checkpoint_config(cfg, self.ckpt)
+        else:
+            self.ckpt = None
+        self.task = C.build_task(cfg)
+        self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resume()
+        self.api = C.build_api(cfg) if C.needs_api(cfg) else None
+        self.prices = PriceTable()
+        secrets = [self.api.settings.api_key] if self.api is not None else []
+        self.store = ResultStore(self.out, secrets=secrets)
+        self.secrets = secrets
+        self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
+        if cfg.learned:
+            self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
+            if self.ckpt is not None:
+                self.team.load_state_dict(self.ckpt["team"])
+            self.team.eval()
+        fuser = self.team.fuser if self.team is not None else None
+        self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
+
+    def _check_resume(self) -> None:
+        """Refuse to mix results of different experiments in one folder."""
+        path = self.out / "config.json"
+        identity = self.cfg.identity()
+        if path.is_file():
+            import json
+
+            previous = json.loads(path.read_text()).get("identity", {})
+            changed = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
+            if changed:
+                details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                raise ConfigError(f"{self.out} holds results of a different run ({details}); use another --out")
+        atomic_write_json(path, {"identity": identity, "config": self.cfg.to_dict()})
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        cfg = self.cfg
+        done = self.store.done_ids(retry_errors=cfg.retry_errors)
+        todo = [ex for ex in self.examples if ex.id not in done]
+        logger.info("%d questions, %d already done, %d to run", len(self.examples), len(self.examples) - len(todo),
+                    len(todo))
+        with tqdm(total=len(self.examples), initial=len(self.examples) - len(todo), desc=cfg.method,
+                  unit="q", dynamic_ncols=True) as bar:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = todo[start:start + cfg.batch_size]
+                for record in self._run_batch(batch):
+                    self.store.append(record)
+                bar.update(len(batch))
+        return self.summary()
+
+    def _graphs(self, batch) -> list:
+        if self.team is None:
+            return [None] * len(batch)
+        graphs = []
+        with torch.no_grad():
+            for ex in batch:
+                graph, _, _ = self.team.graph_for(ex.question, deterministic=True)
+                graphs.append(graph)
+        return graphs
+
+    def _run_batch(self, batch) -> list[dict]:
+        """Run a batch; questions whose graphs differ run in separate groups (a batch shares one plan)."""
+        graphs = self._graphs(batch)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, g in enumerate(graphs):
+            groups[repr(g.to_dict()) if g is not None else ""].append(i)
+        records: list[dict | None] = [None] * len(batch)
+        for members in groups.values():
+            graph = graphs[members[0]]
+            plan, _ = C.plan_for(self.cfg, self.team, graph)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                traces = self.executor.run(plan, [batch[i].question for i in members])
+            seconds = (time.perf_counter() - t0) / len(members)
+            for i, trace in zip(members, traces):
+                records[i] = self._record(batch[i], trace, seconds, graph)
+        return records
+
+    def _record(self, ex, trace, seconds: float, graph) -> dict:
+        scored = self.task.score(trace.final_text or "", ex) if trace.error is None else {"prediction": None,
+                                                                                            "correct": False}
+        record = {
+            "id": ex.id,
+            "question": ex.question,
+            "gold": ex.answer,
+            "prediction": scored["prediction"],
+            "correct": bool(scored["correct"]),
+            "output": trace.final_text,
+            "prompt_tokens": trace.prompt_tokens,
+            "completion_tokens": trace.completion_tokens,
+            "latent_steps": trace.latent_steps,
+            "seconds": round(seconds, 4),
+            "error": trace.error,
+        }
+        if trace.api_sent:
+            record.update(api_prompt_tokens=trace.api_prompt_tokens,
+                          api_completion_tokens=trace.api_completion_tokens, api_sent=trace.api_sent)
+            record["api_cost_usd"] = self.prices.cost(self.api.settings.model, trace.api_prompt_tokens,
+                                                      trace.api_completion_tokens)
+        if len(trace.node_texts) > 1:
+            record["agent_outputs"] = trace.node_texts
+        if graph is not None:
+            record["graph"] = graph.to_dict()
+        return record
+
+    def summary(self) -> dict:
+        records = self.store.records()
+        ids = {ex.id for ex in self.examples}
+        records = [r for r in records if r["id"] in ids]
+        n = len(records)
+        correct = sum(r["correct"] for r in records)
+        errors = sum(r.get("error") is not None for r in records)
+
+        def total(key: str) -> float:
+            return sum(r.get(key) or 0 for r in records)
+
+        summary = {
+            "method": self.cfg.method,
+            "dataset": self.cfg.dataset,
+            "task_version": self.task.version,
+            "accuracy": correct / n if n else 0.0,
+            "counts": {"questions": len(self.examples), "answered": n, "correct": correct, "errors": errors},
+            "totals": {
+                "prompt_tokens": total("prompt_tokens"),
+                "completion_tokens": total("completion_tokens"),
+                "latent_steps": total("latent_steps"),
+                "seconds": round(total("seconds"), 3),
+                "api_prompt_tokens": total("api_prompt_tokens"),
+                "api_completion_tokens": total("api_completion_tokens"),
+                "api_cost_usd": total("api_cost_usd"),
+            },
+            "per_question": {
+                "seconds": round(total("seconds") / n, 4) if n else None,
+                "completion_tokens": total("completion_tokens") / n if n else None,
+            },
+            "config": self.cfg.to_dict(),
+        }
+        write_summary(self.out, summary, secrets=self.secrets)
+        return summary
+
+    def cleanup(self) -> None:
+        self.engine = None

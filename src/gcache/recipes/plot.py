@@ -1,0 +1,48 @@
+"""``gcache plot``: draw a checkpoint's learned topology (edge probabilities) and training curves to PNG."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from gcache.config import RunConfig
+from gcache.plotting import plot_topology, plot_training_curves
+from gcache.recipes import _components as C
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["plot_checkpoint"]
+
+
+def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, data: str | None = None,
+                    limit: int = 16) -> list[Path]:
+    """Write ``topology.png`` (mean edge probabilities over ``limit`` questions) and ``training_curves.png``.
+
+    Returns:
+        list[Path]: the files written.
+    """
+    ckpt = C.load_checkpoint(checkpoint)
+    saved = dict(ckpt["config"])
+    saved["api_key"] = None
+    cfg = RunConfig(**saved)
+    out_dir = Path(out) if out is not None else (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    team = C.build_team(cfg, num_layers=_fuser_layers(ckpt))
+    team.load_state_dict(ckpt["team"])
+    if team.policy is not None:
+        task = C.build_task(cfg)
+        questions = [ex.question for ex in task.load(data or cfg.data, split=cfg.split, limit=limit)]
+        probs = team.edge_probabilities(questions)
+        temporal = probs.temporal if cfg.rounds > 1 else None
+        names = [f"{a}#{i}" for i, a in enumerate(team.agents)]
+        written.append(plot_topology(probs.spatial, temporal, names, out_dir / "topology.png"))
+    if ckpt.get("history"):
+        written.append(plot_training_curves(ckpt["history"], out_dir / "training_curves.png",
+                                            keys=("loss", "reward", "answer_nll")))
+    return [Path(p) for p in written]
+
+
+def _fuser_layers(ckpt: dict) -> int:
+    gates = ckpt["team"].get("fuser.gates")
+    return int(gates.shape[0]) if gates is not None else 0
