@@ -19,6 +19,17 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """One intra-op thread unless ``GCACHE_TEST_THREADS`` says otherwise.
+
+    The test models are tiny (or 135M): a second thread buys little, and on a shared 2-core machine OpenMP
+    spin-waiting made the same test 30-50x slower with 2 threads than with 1 (measured: 0.2 s vs 6-10 s).
+    """
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GCACHE_TEST_THREADS", "1")))
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen3():
     """``(model, tokenizer)``: a frozen 2-layer random Qwen3 (fp32, byte-level tokenizer)."""

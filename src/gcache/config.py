@@ -62,6 +62,7 @@ class RunConfig:
     decision: str = "refer"
     checkpoint: str | None = None
     embedder: str | None = None
+    gnn_temperature: float = 0.25
     # training
     steps: int = 10
     lr: float = 0.1
@@ -79,6 +80,7 @@ class RunConfig:
     api_timeout: float = 60.0
     api_retries: int = 4
     retry_errors: bool = False
+    prices: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +115,8 @@ class RunConfig:
             raise ConfigError(f"--latent-steps must be >= 0, got {self.latent_steps}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError("--temperature must be >= 0 and --top-p in (0, 1]")
+        if self.gnn_temperature <= 0:
+            raise ConfigError(f"--gnn-temperature must be positive, got {self.gnn_temperature}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.mode == "api" and self.method in ("latentmas_seq", "latentmas_hier"):
@@ -132,7 +136,7 @@ class RunConfig:
         """Fields that must match for a resumed run to continue the same experiment."""
         keys = ("method", "dataset", "data", "split", "model", "mode", "latent_steps", "realign", "message", "fuser",
                 "prompt_set", "agents", "rounds", "topology", "decision", "checkpoint", "temperature", "top_p",
-                "max_new_tokens", "seed", "api_model", "base_url")
+                "max_new_tokens", "seed", "api_model", "base_url", "gnn_temperature")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -166,6 +170,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--topology", choices=TOPOLOGIES, help="learned (the GNN) or a fixed preset")
     a("--decision", choices=("refer", "direct", "majority"), help="how a graph's final answer is formed")
     a("--checkpoint", help="a gcache train checkpoint (topology model and fuser)")
+    a("--gnn-temperature", dest="gnn_temperature", type=float,
+      help="temperature of the edge logits (codes are unit vectors: 0.25 lets p reach 0.02..0.98)")
     a("--embedder", help="sentence-transformers model for role/query embeddings (default all-MiniLM-L6-v2)")
     a("--api-key", dest="api_key", help="API key (better: API_KEY in the environment or .env)")
     a("--base-url", dest="base_url", help="OpenAI-compatible base URL (env BASE_URL)")
@@ -175,6 +181,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--api-retries", dest="api_retries", type=int, help="retries after a failed API request (default 4)")
     a("--retry-errors", dest="retry_errors", action="store_const", const=True,
       help="on resume, run again the questions that ended in an error")
+    a("--prices", help="JSON/YAML file of API prices (USD per 1M tokens) added to the built-in table")
     if training:
         a("--steps", type=int, help="optimisation steps (batches) (default 10)")
         a("--lr", type=float, help="Adam learning rate (default 0.1, the seed's)")

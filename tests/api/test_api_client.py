@@ -166,8 +166,8 @@ def test_complete_many_sync_works_inside_a_running_loop_and_twice(server):
 def test_async_api_shares_one_semaphore_across_calls(server):
     async def main():
         async with make_client(server.base_url, max_concurrency=2) as client:
-            singles = [client.complete(user(f"s{i} [delay:0.1]"), max_tokens=8) for i in range(3)]
-            many = client.complete_many([user(f"m{i} [delay:0.1]") for i in range(3)], max_tokens=8)
+            singles = [client.complete(user(f"s{i} [delay:0.2]"), max_tokens=8) for i in range(3)]
+            many = client.complete_many([user(f"m{i} [delay:0.2]") for i in range(3)], max_tokens=8)
             return await asyncio.gather(*singles, many)
 
     *singles, many = asyncio.run(main())

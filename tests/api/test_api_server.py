@@ -69,7 +69,9 @@ class TinyLlamaBackend:
     @torch.no_grad()
     def _one(self, messages, max_new_tokens, temperature, top_p) -> Completion:
         prompt = torch.tensor([render(messages)])
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        sampling = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
         out = self.model.generate(
             prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
             eos_token_id=EOS, pad_token_id=0, **sampling,
@@ -173,6 +175,21 @@ def test_bad_requests_get_400(server, patch, param):
     assert resp.json()["error"]["param"] == param
 
 
+def test_sampling_request_is_served(oai):
+    resp = oai.chat.completions.create(
+        model=MODEL_NAME, messages=CONVERSATION, max_tokens=6, temperature=0.8, top_p=0.9
+    )
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    assert 1 <= resp.usage.completion_tokens <= 6
+
+
+def test_build_app_validates_arguments(backend):
+    with pytest.raises(ValueError, match="model_name"):
+        build_app(backend, "")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        build_app(backend, MODEL_NAME, max_batch_size=0)
+
+
 def test_unknown_model_is_404(oai):
     with pytest.raises(openai.NotFoundError, match="tiny-llama"):
         oai.chat.completions.create(model="qwen-flash", messages=CONVERSATION, max_tokens=4)
@@ -222,8 +239,10 @@ def test_micro_batching_groups_equal_params_and_keeps_answers():
     for (messages, _), resp in zip(requests, responses):
         assert resp.status_code == 200
         assert resp.json()["choices"][0]["message"]["content"] == reference_greedy(backend.model, messages, 6)[0]
-    # after the first call, the queue holds q1..q6 alternating top_p 0.5 / 1.0: two full batches
-    assert [(size, params[2]) for size, params in backend.calls] == [(1, 1.0), (3, 0.5), (3, 1.0)]
+    # after the first call the queue holds q1..q6 (arrival order varies), three per top_p value:
+    # two full batches, one per value
+    calls = [(size, params[2]) for size, params in backend.calls]
+    assert calls[0] == (1, 1.0) and sorted(calls[1:]) == [(3, 0.5), (3, 1.0)]
     assert backend.max_concurrent == 1
 
 

@@ -161,10 +161,10 @@ def test_bias_gradient_flows_and_matches_finite_differences():
     assert grad[:, 0][:, ~ctx.valid[0]].abs().max() == 0  # padded keys get no gradient
     assert rel_err(bias.grad, grad) < 1e-4
     eps = 1e-3
-    for layer, row, slot in [(0, 0, ctx.length - 1), (1, 1, 0), (1, 0, ctx.length - 3)]:
-        assert ctx.valid[row, slot]
+    for flat in grad.abs().flatten().topk(3).indices.tolist():  # the largest entries: FD noise is absolute
+        layer, row, slot = torch.unravel_index(torch.tensor(flat), grad.shape)
         step = torch.zeros_like(bias)
         step[layer, row, slot] = eps
         with torch.no_grad():
             fd = (loss(bias + step) - loss(bias - step)) / (2 * eps)
-        assert float(grad[layer, row, slot]) == pytest.approx(float(fd), rel=2e-3, abs=1e-6)
+        assert float(grad[layer, row, slot]) == pytest.approx(float(fd), rel=2e-3, abs=2e-5)

@@ -46,12 +46,14 @@ class Team(nn.Module):
         decision (str): ``refer`` / ``direct`` / ``majority``. Default is ``"refer"``.
         fuser_mode (str): ``bias`` or ``concat``. Default is ``"bias"``.
         hidden_dim (int): GCN hidden size. Default is 32.
+        temperature (float): temperature of the edge logits; node codes are unit vectors, so
+            ``p`` lies in ``[σ(-1/τ), σ(1/τ)]``. Default is 0.25.
         seed (int): seed of the random preset. Default is 0.
     """
 
     def __init__(self, prompt_set: PromptSet, agents: Sequence[str], embedder, *, num_layers: int = 0,
                  topology: str = "learned", num_rounds: int = 1, decision: str = "refer", fuser_mode: str = "bias",
-                 hidden_dim: int = 32, seed: int = 0) -> None:
+                 hidden_dim: int = 32, temperature: float = 0.25, seed: int = 0) -> None:
         super().__init__()
         self.prompt_set = prompt_set
         self.agents = tuple(agents)
@@ -63,7 +65,7 @@ class Team(nn.Module):
         self.register_buffer("anchor", prompt_set.anchor_adjacency(self.agents), persistent=False)
         self.policy: TopologyPolicy | None = None
         if topology == "learned":
-            gnn = TopologyGNN(embedder.dim, hidden_dim, hidden_dim)
+            gnn = TopologyGNN(embedder.dim, hidden_dim, hidden_dim, temperature=temperature)
             self.policy = TopologyPolicy(gnn, num_rounds=num_rounds, decision=decision)
         self.fuser: CacheFuser | None = None
         if num_layers > 0:

@@ -114,6 +114,9 @@ def _parse_retry_after(headers: Any) -> float | None:
 class ChatClient:
     """Bounded-concurrency chat client over ``openai.AsyncOpenAI``.
 
+    One instance serves one event loop at a time (its HTTP pool and semaphore follow the loop
+    it is used from); use one instance per thread.
+
     Args:
         settings (ApiSettings): endpoint, key, model, timeout, retry and concurrency settings.
         seed (int | None): seed of the backoff jitter, for reproducible timing. Default is None.
@@ -164,7 +167,9 @@ class ChatClient:
 
     def _scrub(self, text: str) -> str:
         """Remove the key (and key- or bearer-looking tokens) from a message."""
-        text = text.replace(self.settings.api_key, "***")
+        key = self.settings.api_key
+        if len(key) >= 8:  # a short placeholder ("EMPTY") is no secret; replacing it would garble text
+            text = text.replace(key, "***")
         text = _BEARER.sub(r"\1***", text)
         return _KEY_LIKE.sub("***", text)
 

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -291,7 +291,8 @@ def build_app(
         err = exc.errors()[0]
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         where = ".".join(loc)
-        return _ApiError(400, f"{where}: {err.get('msg')}" if where else str(err.get("msg")), param=where or None).response()
+        message = f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+        return _ApiError(400, message, param=where or None).response()
 
     async def check_key(request: Request) -> None:
         if api_key is None:
@@ -306,16 +307,15 @@ def build_app(
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "gcache"}]}
+        entry = {"id": model_name, "object": "model", "created": created, "owned_by": "gcache"}
+        return {"object": "list", "data": [entry]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(req: _ChatRequest) -> dict[str, Any]:
         _check_supported(req)
         if req.model is not None and req.model != model_name:
-            raise _ApiError(
-                404, f"model {req.model!r} does not exist; this server serves {model_name!r}",
-                param="model", code="model_not_found",
-            )
+            message = f"model {req.model!r} does not exist; this server serves {model_name!r}"
+            raise _ApiError(404, message, param="model", code="model_not_found")
         messages = [m.plain() for m in req.messages]
         max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
         try:

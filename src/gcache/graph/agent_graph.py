@@ -13,7 +13,7 @@ An :class:`AgentGraph` holds one role name per node and two adjacencies:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 

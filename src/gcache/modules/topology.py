@@ -351,7 +351,9 @@ class TopologyGNN(nn.Module):
         n = role_emb.shape[0]
         q = query_emb.reshape(-1)
         if q.shape[0] != self.in_dim:
-            raise ValueError(f"query_emb must have {self.in_dim} values, got {list(query_emb.shape)}")
+            raise ValueError(
+                f"query_emb must have {self.in_dim} values, got {list(query_emb.shape)}"
+            )
         if anchor_adj.shape != (n, n):
             raise ValueError(f"anchor_adj must be [{n}, {n}], got {list(anchor_adj.shape)}")
         x = torch.cat([role_emb, q.expand(n, -1)], dim=-1)  # [n, 2d]
@@ -470,6 +472,28 @@ class TopologyPolicy(nn.Module):
             spatial + temporal terms, with grad) and the probabilities it was drawn from.
         """
         probs = self(query_emb, role_emb, anchor_adj)
+        graph, log_prob = self.sample_from(probs, generator, deterministic, agents=agents)
+        return graph, log_prob, probs
+
+    def sample_from(
+        self,
+        probs: EdgeProbs,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+        *,
+        agents: Sequence[str] | None = None,
+    ) -> tuple[AgentGraph, Tensor]:
+        """Draw a graph from given probabilities (one GNN pass, ``k`` samples).
+
+        Args:
+            probs (EdgeProbs): Output of :meth:`forward`.
+            generator (torch.Generator | None): CPU generator. Default is None.
+            deterministic (bool): Threshold instead of sampling. Default is False.
+            agents (Sequence[str] | None): Role name per node. Default is None.
+
+        Returns:
+            tuple[AgentGraph, Tensor]: The graph and its log-probability (scalar).
+        """
         n = probs.spatial.shape[0]
         names = tuple(agents) if agents is not None else tuple(f"agent_{i}" for i in range(n))
         if len(names) != n:
@@ -489,7 +513,7 @@ class TopologyPolicy(nn.Module):
             num_rounds=self.num_rounds,
             decision=self.decision,
         )
-        return graph, log_prob, probs
+        return graph, log_prob
 
     def extra_repr(self) -> str:
         return (

@@ -205,7 +205,11 @@ class LatentEngine:
         positions = (start[:, None] + offsets.clamp_min(0)).masked_fill(~new_valid, -1)  # [b, t]
         cache = DynamicCache()
         for i, (k, v) in enumerate(zip(ctx.keys, ctx.values)):
-            cache.update(k, v, i)  # references only; the model's own update concatenates into new tensors
+            # `update` on an empty layer would copy the whole context (cat onto an empty tensor) at every step;
+            # initialise the layer with no slots and hand it references instead. The model's own update then
+            # concatenates into new tensors, so ctx is never written to.
+            cache.update(k[:, :, :0], v[:, :, :0], i)
+            cache.layers[i].keys, cache.layers[i].values = k, v
         key_valid = torch.cat([ctx.valid, new_valid], dim=1)  # [b, s + t]
         mask = build_attention_mask(key_valid, t, inputs_embeds.dtype)  # [b, 1, t, s + t]
         extra = {"fuser_bias": fuser_bias} if fuser_bias is not None else {}

@@ -65,7 +65,7 @@ def build_team(cfg: RunConfig, num_layers: int):
     latent = cfg.method == "gcache" and cfg.mode != "api"
     return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
                 topology=cfg.topology, num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
-                seed=cfg.seed)
+                temperature=cfg.gnn_temperature, seed=cfg.seed)
 
 
 def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None) -> GraphExecutor:
@@ -96,9 +96,10 @@ def load_checkpoint(path: str | Path) -> dict:
 def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:
     """Take the team-shaping settings from a checkpoint, so the saved weights fit the rebuilt team."""
     saved = ckpt["config"]
-    for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset"):
+    for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset",
+                "gnn_temperature", "embedder"):
         if key == "dataset" and cfg.data is not None:
             continue
-        setattr(cfg, key, saved[key])
+        setattr(cfg, key, saved.get(key, getattr(cfg, key)))
     cfg.validate()
     return cfg

@@ -52,7 +52,7 @@ class EvalRecipe:
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_resume()
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
-        self.prices = PriceTable()
+        self.prices = PriceTable.load(cfg.prices) if cfg.prices else PriceTable()
         secrets = [self.api.settings.api_key] if self.api is not None else []
         self.store = ResultStore(self.out, secrets=secrets)
         self.secrets = secrets

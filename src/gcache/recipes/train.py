@@ -98,7 +98,7 @@ class TrainRecipe:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         saved, now = state["config"], self.cfg.to_dict()
         changed = [k for k in ("method", "model", "dataset", "prompt_set", "agents", "rounds", "topology", "fuser",
-                               "mode", "message", "lr", "batch_size") if saved.get(k) != now.get(k)]
+                               "mode", "message", "lr", "batch_size", "gnn_temperature") if saved.get(k) != now.get(k)]
         if changed:
             raise ConfigError(f"{self.checkpoint_path} was written by a different run (differs in {changed}); "
                               f"use another --out")
@@ -169,9 +169,9 @@ class TrainRecipe:
         self.baseline.update(utilities)
         return {
             "step": self.step + 1,
-            "loss": float(loss),
-            "reinforce_loss": float(reinforce),
-            "answer_nll": float(nll_mean),
+            "loss": loss.item(),
+            "reinforce_loss": reinforce.item(),
+            "answer_nll": nll_mean.item(),
             "reward": sum(utilities) / len(utilities),
             "baseline": self.baseline.value,
             "errors": errors,

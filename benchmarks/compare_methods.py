@@ -1,0 +1,64 @@
+"""single vs text_chain vs latentmas_seq on the same GSM8K questions: time, tokens, latent steps, accuracy.
+
+    python benchmarks/compare_methods.py --model smollm2 --limit 8 --data ../shared/data/gsm8k/test.jsonl
+
+Each method runs through ``gcache eval`` (same batch size, decoding cap and questions), so the numbers are what a
+user gets. Prints a table and the latentmas_seq / text_chain ratios; writes the runs under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from gcache.cli import main as gcache_main
+
+METHODS = ("single", "text_chain", "latentmas_seq")
+
+
+def run(args: argparse.Namespace) -> dict[str, dict]:
+    out_root = Path(args.out or tempfile.mkdtemp(prefix="gcache-bench-"))
+    summaries = {}
+    for method in METHODS:
+        out = out_root / method
+        argv = ["eval", "--method", method, "--dataset", "gsm8k", "--limit", str(args.limit), "--model", args.model,
+                "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
+                "--latent-steps", str(args.latent_steps), "--device", args.device, "--out", str(out)]
+        if args.data:
+            argv += ["--data", args.data]
+        if gcache_main(argv) != 0:
+            raise SystemExit(f"{method} failed")
+        summaries[method] = json.loads((out / "summary.json").read_text())
+    return summaries
+
+
+def table(summaries: dict[str, dict]) -> str:
+    rows = ["| method | s / question | generated tokens / q | latent steps / q | accuracy |",
+            "|---|---:|---:|---:|---:|"]
+    for method, s in summaries.items():
+        n = s["counts"]["answered"]
+        rows.append(f"| {method} | {s['per_question']['seconds']:.2f} | {s['totals']['completion_tokens'] / n:.1f} | "
+                    f"{s['totals']['latent_steps'] / n:.1f} | {s['accuracy']:.3f} ({s['counts']['correct']}/{n}) |")
+    lat, txt = summaries["latentmas_seq"], summaries["text_chain"]
+    rows.append("")
+    rows.append(f"latentmas_seq / text_chain: time {lat['per_question']['seconds'] / txt['per_question']['seconds']:.2f}x, "
+                f"generated tokens {lat['totals']['completion_tokens'] / max(1, txt['totals']['completion_tokens']):.2f}x")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--data", default=None)
+    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--latent-steps", type=int, default=4)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(table(run(args)))

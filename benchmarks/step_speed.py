@@ -1,0 +1,101 @@
+"""Per-step cost of the latent engine against transformers' own decoding, on random weights of a real shape.
+
+    python benchmarks/step_speed.py --shape qwen3-0.6b --device cpu --batch 1 --context 256
+    python benchmarks/step_speed.py --shape qwen3-4b --device cuda --dtype bfloat16
+
+Speed does not depend on the weights, so a random-weight model built from the real config measures what the real
+model would. Reports ms per latent step and per decoded token (ours and ``model.generate``), with burn-in steps
+and, on CUDA, timings between ``torch.cuda.synchronize()`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from gcache.models import prepare_frozen, tiny_tokenizer
+from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
+from gcache.reasoning import DecodeConfig, LatentEngine
+
+# (hidden, layers, heads, kv heads, intermediate, vocab) of the Qwen3 family.
+SHAPES = {
+    "qwen3-0.6b": (1024, 28, 16, 8, 3072, 151936),
+    "qwen3-1.7b": (2048, 28, 16, 8, 6144, 151936),
+    "qwen3-4b": (2560, 36, 32, 8, 9728, 151936),
+    "qwen3-8b": (4096, 36, 32, 8, 12288, 151936),
+}
+
+
+def build(shape: str, dtype: torch.dtype, device: str):
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
+    register_fused_attention()
+    tok = tiny_tokenizer()
+    cfg = Qwen3Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                      intermediate_size=inter, vocab_size=vocab, head_dim=128, tie_word_embeddings=False,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=FUSED_ATTENTION, dtype=dtype)
+    return prepare_frozen(model, tok)
+
+
+def timed(fn, device: str, repeat: int) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeat * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--burn-in", type=int, default=2)
+    args = p.parse_args()
+    dtype = getattr(torch, args.dtype)
+    model, tok = build(args.shape, dtype, args.device)
+    engine = LatentEngine(model, tok)
+    engine.realignment()  # built once per model, outside the timings
+    ids = torch.randint(0, 250, (args.batch, args.context), device=args.device)
+    valid = torch.ones_like(ids, dtype=torch.bool)
+    rows = []
+    with torch.no_grad():
+        from gcache.modules.kv_message import SlotKind
+
+        prefill = lambda: engine.extend(engine.empty_context(args.batch), engine.embed(ids), valid, SlotKind.PROMPT)
+        for _ in range(args.burn_in):
+            prefill()
+        rows.append(("prefill (ours)", timed(prefill, args.device, 2), args.context))
+        ctx, h, logits = prefill()
+        think = lambda: engine.think(ctx, h, args.steps)
+        think()
+        rows.append(("latent step (ours)", timed(think, args.device, 1) / args.steps, 1))
+        cfg = DecodeConfig(max_new_tokens=args.steps)
+        engine.stop_ids = {-1}  # random weights: never stop early, so every run decodes exactly `steps` tokens
+        decode = lambda: engine.decode(ctx, logits, cfg)
+        decode()
+        rows.append(("decode token (ours)", timed(decode, args.device, 1) / args.steps, 1))
+        gen = lambda: model.generate(ids, attention_mask=valid.long(), max_new_tokens=args.steps,
+                                     min_new_tokens=args.steps, do_sample=False, pad_token_id=tok.pad_token_id)
+        gen()
+        total = timed(gen, args.device, 1)
+        rows.append(("generate token (HF, incl. prefill)", total / args.steps, 1))
+    print(f"{args.shape} random weights, {args.device}, {args.dtype}, batch {args.batch}, context {args.context}")
+    print("| operation | ms | tokens/s |\n|---|---:|---:|")
+    for name, ms, n in rows:
+        print(f"| {name} | {ms:.1f} | {args.batch * n / ms * 1000:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
