@@ -31,7 +31,8 @@ def logsigmoid(x: float) -> float:
 
 
 def assert_same_message(a: KVMessage, b: KVMessage) -> None:
-    for x, y in zip((*a.keys, *a.values, a.valid, a.positions, a.kinds), (*b.keys, *b.values, b.valid, b.positions, b.kinds)):
+    fields = lambda m: (*m.keys, *m.values, m.valid, m.positions, m.kinds)  # noqa: E731
+    for x, y in zip(fields(a), fields(b), strict=True):
         assert torch.equal(x, y)
 
 

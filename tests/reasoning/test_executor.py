@@ -65,6 +65,39 @@ def test_executor_batch_equals_one_by_one(engine, method):
         assert batch[0].latent_steps == 0 and len(batch[0].node_texts) == 4
 
 
+@pytest.mark.parametrize("message", ["own", "latent"])
+def test_fused_graph_batch_equals_one_by_one(engine, message):
+    """Several incoming messages, each left-padded, concatenated (padding mid-context) under a bias fuser."""
+    prompt_set = load_prompt_set("gsm8k")
+    agents = prompt_set.role_names[:3]
+    roles = {r.name: r for r in prompt_set.roles}
+    plan, _ = plan_from_graph(preset_graph("complete", agents), roles, kind="latent", message=message)
+    assert plan.nodes[-1].inputs == (0, 1, 2)  # not "full": the decision node reads every agent
+    fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name], init=0.5)
+    ex = executor(engine, fuser)
+    with torch.no_grad():
+        batch = ex.run(plan, QUESTIONS)
+        singles = [ex.run(plan, [q])[0] for q in QUESTIONS]
+        nll_batch = ex.answer_nll(plan, QUESTIONS, TARGETS)
+        nll_single = torch.cat([ex.answer_nll(plan, [q], [t]) for q, t in zip(QUESTIONS, TARGETS)])
+    assert [t.final_text for t in batch] == [t.final_text for t in singles]
+    assert bool((rel(nll_batch, nll_single) < 1e-4).all())
+
+
+def test_sampling_is_seeded_on_the_logits_device(engine):
+    plan = baseline_plan("single")
+    sample = DecodeConfig(max_new_tokens=8, temperature=1.0, top_p=0.9)
+
+    def texts(seed: int) -> list[str]:
+        ex = GraphExecutor(engine=engine, decode=sample, seed=seed)
+        assert ex.generator.device.type == engine.model.get_output_embeddings().weight.device.type
+        return [t.final_text for t in ex.run(plan, QUESTIONS)]
+
+    first = texts(0)
+    assert texts(0) == first
+    assert texts(1) != first
+
+
 @pytest.mark.real_model
 def test_smollm2_latentmas_batch_equals_one_by_one(smollm2, shared_data):
     model, tok = smollm2
@@ -124,7 +157,8 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
     assert bool((fuser.gates.grad != 0).all())
     idx = {name: i for i, name in enumerate(fuser.role_names)}
     used = torch.zeros_like(fuser.edge_logits, dtype=torch.bool)
-    for u, v in [(agents[0], agents[1]), (agents[0], agents[2]), (agents[1], agents[2]), (agents[2], DECISION_MAKER.name)]:
+    pairs = [(agents[0], agents[1]), (agents[0], agents[2]), (agents[1], agents[2]), (agents[2], DECISION_MAKER.name)]
+    for u, v in pairs:  # the three DAG edges, and the sink -> decision node
         used[idx[u], idx[v]] = True
     assert bool((fuser.edge_logits.grad[used] != 0).all())
     assert bool((fuser.edge_logits.grad[~used] == 0).all())

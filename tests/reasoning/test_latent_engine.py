@@ -174,6 +174,46 @@ def test_batch_equals_one_by_one(fixture, request):
     assert len({tuple(ids) for ids in batch.token_ids}) > 1  # the questions do make a difference
 
 
+@torch.no_grad()
+def test_batch_equals_one_by_one_when_rows_stop_early(tiny_qwen3):
+    """Rows that stop first keep stepping as padding; the others must not notice."""
+    model, tok = tiny_qwen3
+    engine = LatentEngine(model, tok)
+    prompts = [render_chat(tok, [{"role": "user", "content": q}]) for q in QUESTIONS]
+    _, free = _prefill_think_decode(engine, prompts, steps=2, max_new_tokens=8)
+    stop = free.token_ids[0][2]  # make row 0's third token a stop token: row 0 ends after two tokens
+    assert stop not in free.token_ids[0][:2]
+    engine.stop_ids = {stop}
+    _, batch = _prefill_think_decode(engine, prompts, steps=2, max_new_tokens=8)
+    lengths = [len(ids) for ids in batch.token_ids]
+    assert lengths[0] == 2 and max(lengths) > 2  # rows really finish at different steps
+    for r, prompt in enumerate(prompts):
+        _, one = _prefill_think_decode(engine, [prompt], steps=2, max_new_tokens=8)
+        assert batch.token_ids[r] == one.token_ids[0], f"row {r}"
+    # Finished rows add padding slots only: real slots = prompt + latent steps + tokens generated.
+    n_real = batch.context.valid.sum(dim=1).tolist()
+    n_prompt = [int(engine.tokenize([p])[1].sum()) for p in prompts]
+    assert n_real == [n + 2 + k for n, k in zip(n_prompt, lengths)]
+
+
+@torch.no_grad()
+def test_prefill_ignores_tokenizer_padding_side(tiny_qwen3):
+    """Regression: a right-padding tokenizer made short rows hand on the hidden state of a padding slot."""
+    import copy
+
+    model, tok = tiny_qwen3
+    right = copy.deepcopy(tok)
+    right.padding_side = "right"
+    prompts = ["hello there, friend", "hi"]
+    ref = LatentEngine(model, tok)
+    eng = LatentEngine(model, right)
+    _, h_ref, _, _ = ref.prefill(ref.empty_context(2), prompts)
+    ctx, h, _, n = eng.prefill(eng.empty_context(2), prompts)
+    assert n.tolist() == [len(p.encode()) for p in prompts]  # byte-level: one token per byte
+    assert bool(ctx.valid[:, -1].all())
+    torch.testing.assert_close(h, h_ref)
+
+
 def test_think_rejects_negative_steps(engine):
     ctx = engine.empty_context(1)
     with pytest.raises(ValueError, match="latent steps must be >= 0"):

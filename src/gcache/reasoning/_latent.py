@@ -177,9 +177,12 @@ class LatentEngine:
         return self._realign_cache
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``(ids [b, t], valid [b, t])`` without extra special tokens (templates add their own)."""
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
+        """Left-padded ``(ids [b, t], valid [b, t])`` without extra special tokens (templates add their own).
+
+        Padded here rather than by the tokenizer: every row's last slot must be real whatever the tokenizer's
+        ``padding_side`` (a right-padded row would hand on the hidden state of a padding slot).
+        """
+        return self._left_pad(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ forward on a context
     def extend(self, ctx: KVMessage, inputs_embeds: torch.Tensor, new_valid: torch.Tensor, kind: SlotKind,
@@ -243,7 +246,7 @@ class LatentEngine:
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         t = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked anyway
         ids = torch.tensor([[pad] * (t - len(r)) + r for r in rows], dtype=torch.long, device=self.device)
         valid = torch.tensor([[False] * (t - len(r)) + [True] * len(r) for r in rows], device=self.device)
         return ids, valid  # [b, t] each

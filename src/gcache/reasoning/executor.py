@@ -156,7 +156,10 @@ class GraphExecutor:
         self.fuser = fuser
         self.answer_instruction = answer_instruction
         self.extract = extract
-        self.generator = torch.Generator().manual_seed(seed)
+        # torch samples only with a generator on the logits' device (a CPU one fails on CUDA logits): put it
+        # where the LM head writes them.
+        device = engine.model.get_output_embeddings().weight.device if engine is not None else "cpu"
+        self.generator = torch.Generator(device=device).manual_seed(seed)
 
     # ------------------------------------------------------------------ public
     def run(self, plan: Plan, questions: Sequence[str],

@@ -23,7 +23,8 @@ class EngineChatBackend:
 
     def __init__(self, engine: LatentEngine, seed: int = 0) -> None:
         self.engine = engine
-        self.generator = torch.Generator().manual_seed(seed)
+        # sampling needs a generator on the device of the logits
+        self.generator = torch.Generator(device=engine.model.get_output_embeddings().weight.device).manual_seed(seed)
 
     def chat(self, messages_batch, *, max_new_tokens: int, temperature: float, top_p: float) -> list[Completion]:
         cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)

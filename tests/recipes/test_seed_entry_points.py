@@ -1,0 +1,75 @@
+"""The original G-cache scripts keep their flags and run as thin wrappers over the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fault_server import FaultServer
+from gcache.recipes.seed import translate
+
+ROOT = Path(__file__).parents[2]
+TINY = str(ROOT / "tests" / "assets" / "tiny_gsm8k.jsonl")
+
+pytestmark = pytest.mark.integration
+
+
+def test_flags_translate_to_train_then_eval():
+    train, evaluate = translate(["--llm_name", "Qwen/Qwen3-1.7B", "--use_cache", "--device", "cuda",
+                                 "--optimized_spatial", "--num_iterations", "3", "--agent_nums", "3",
+                                 "--num_rounds", "2", "--lr", "0.05", "--latent_steps", "8", "--batch_size", "2",
+                                 "--dataset_json", "d.jsonl", "--out", "o"], api=False)
+    assert train[:3] == ["train", "--method", "gcache"]
+    for flag, value in [("--model", "Qwen/Qwen3-1.7B"), ("--device", "cuda"), ("--steps", "3"), ("--agents", "3"),
+                        ("--rounds", "2"), ("--lr", "0.05"), ("--latent-steps", "8"), ("--batch-size", "2"),
+                        ("--topology", "learned"), ("--data", "d.jsonl"), ("--mode", "local")]:
+        assert train[train.index(flag) + 1] == value
+    assert "--no-optimize-temporal" in train and "--no-optimize-spatial" not in train
+    assert evaluate[evaluate.index("--checkpoint") + 1] == str(Path("o") / "train")
+    # no --use_cache: agents pass text; a fixed graph mode and no training
+    train, evaluate = translate(["--llm_name", "smollm2", "--mode", "Chain"], api=False)
+    assert train is None and evaluate[evaluate.index("--method") + 1] == "gdesigner"
+    assert evaluate[evaluate.index("--topology") + 1] == "chain"
+
+
+@pytest.mark.parametrize("llm, mode, method", [("hybrid_cache", "hybrid", "gcache"), ("local_cache", "local_cache", "gcache"),
+                                               ("qwen-plus", "api", "gdesigner")])
+def test_api_script_llm_names_pick_the_mode(llm, mode, method):
+    _, evaluate = translate(["--llm_name", llm, "--use_cache"], api=True)
+    assert evaluate[evaluate.index("--mode") + 1] == mode
+    assert evaluate[evaluate.index("--method") + 1] == method
+    if mode == "api":
+        assert evaluate[evaluate.index("--api-model") + 1] == llm
+
+
+def _run(script: str, args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, cwd=ROOT, timeout=600)
+
+
+def test_run_gsm8k_cache_trains_then_evaluates(tmp_path):
+    proc = _run("run_gsm8k_cache.py", ["--llm_name", "tiny-random-qwen3", "--use_cache", "--device", "cpu",
+                                       "--dataset_json", TINY, "--limit", "2", "--agent_nums", "2",
+                                       "--optimized_spatial", "--num_iterations", "1", "--batch_size", "1",
+                                       "--max_new_tokens", "4", "--latent_steps", "1", "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "train" / "checkpoint.pt").is_file()
+    rows = (tmp_path / "eval" / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and json.loads(rows[0])["latent_steps"] == 2  # two latent agents, one step each
+
+
+def test_run_gsm8k_cache_api_text_graph_over_http(tmp_path):
+    with FaultServer() as server:
+        proc = _run("run_gsm8k_cache_API.py", ["--llm_name", "qwen-turbo", "--mode", "Chain", "--agent_nums", "2",
+                                               "--dataset_json", TINY, "--limit", "2", "--num_iterations", "0",
+                                               "--out", str(tmp_path)],
+                    env={"API_KEY": "local-test-key", "BASE_URL": server.base_url})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert all(r["model"] == "qwen-turbo" for r in server.requests)
+    rows = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["error"] is None and len(r["api_sent"]) == 3 for r in rows)
