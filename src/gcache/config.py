@@ -119,6 +119,11 @@ class RunConfig:
             raise ConfigError(f"--gnn-temperature must be positive, got {self.gnn_temperature}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.device.startswith("cuda") and self.mode != "api":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {self.device}: no CUDA device is visible to torch here; use --device cpu")
         if self.mode == "api" and self.method in ("latentmas_seq", "latentmas_hier"):
             raise ConfigError(f"{self.method} passes KV-caches and needs a local model: use --mode local or hybrid")
 
