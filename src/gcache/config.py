@@ -18,7 +18,7 @@ from gcache.modules.cache_fuser import FUSER_MODES
 from gcache.modules.kv_message import MESSAGE_MODES
 from gcache.reasoning.plans import METHODS, MODE_ALIASES, MODES, resolve_mode
 
-__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "LEARNED_METHODS", "BASELINES",
+__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "LEARNED_METHODS",
            "TOPOLOGIES", "BASELINE_OPTIONS"]
 
 LEARNED_METHODS = ("gdesigner", "gcache")

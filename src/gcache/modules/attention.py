@@ -79,7 +79,8 @@ def fused_sdpa_attention(
                 ~attention_mask, torch.finfo(query.dtype).min)
         bias = fuser_bias[module.layer_idx]  # [b, p]
         bias = F.pad(bias, (0, key.shape[2] - bias.shape[-1]))  # [b, kv]: own and new keys get no bias
-        attention_mask = attention_mask + bias[:, None, None, :].to(attention_mask.dtype)
+        # the fuser may live on another device than the model (its parameters are tiny): move, keeping the graph
+        attention_mask = attention_mask + bias[:, None, None, :].to(attention_mask.device, attention_mask.dtype)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 

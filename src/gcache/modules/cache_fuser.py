@@ -113,7 +113,7 @@ class CacheFuser(nn.Module):
             per_source = per_source + self.edge_bias(src_roles, dst_role)
         if edge_log_probs is not None:
             per_source = per_source + torch.stack([lp.reshape(()) for lp in edge_log_probs])[None, :].to(per_source.device)
-        bias = per_source[:, source]  # [l, P]
+        bias = per_source[:, source.to(per_source.device)]  # [l, P]
         return ctx, bias[:, None, :].expand(-1, ctx.batch_size, -1)  # [l, b, P]
 
     def extra_repr(self) -> str:

@@ -226,6 +226,8 @@ class GraphExecutor:
             return KVMessage.concat(messages), None, peers
         src_roles = [plan.nodes[j].role.name for j in latent_in]
         ctx, bias = self.fuser(messages, src_roles, node.role.name, soft)
+        if bias is not None:
+            bias = bias.to(ctx.valid.device)  # once per node (the fuser may sit on the CPU), not once per layer
         return ctx, bias, peers
 
     def _prompts(self, node: NodeSpec, questions: Sequence[str], peers, latent_context: bool, final: bool) -> list[str]:

@@ -9,6 +9,7 @@ Writes ``OUT/results.jsonl`` (one object per question, appended and fsynced as e
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -70,8 +71,6 @@ class EvalRecipe:
         path = self.out / "config.json"
         identity = self.cfg.identity()
         if path.is_file():
-            import json
-
             previous = json.loads(path.read_text()).get("identity", {})
             changed = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
             if changed:
