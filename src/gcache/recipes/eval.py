@@ -61,7 +61,11 @@ class EvalRecipe:
         if cfg.learned:
             self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
             if self.ckpt is not None:
-                self.team.load_state_dict(self.ckpt["team"])
+                try:
+                    self.team.load_state_dict(self.ckpt["team"])
+                except RuntimeError as err:  # e.g. a text-graph checkpoint (no fuser) run as a latent graph
+                    raise ConfigError(f"{cfg.checkpoint} does not fit this run (trained with --mode "
+                                      f"{self.ckpt['config'].get('mode')}, now --mode {cfg.mode}): {err}") from err
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
