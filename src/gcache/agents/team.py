@@ -84,12 +84,21 @@ class Team(nn.Module):
     def graph_for(self, question: str, generator: torch.Generator | None = None, deterministic: bool = False
                   ) -> tuple[AgentGraph, torch.Tensor | None, EdgeProbs | None]:
         """The graph for one question: ``(graph, log π(graph) or None, edge probabilities or None)``."""
+        return self.sample_graphs(question, 1, generator, deterministic)[0]
+
+    def sample_graphs(self, question: str, k: int, generator: torch.Generator | None = None,
+                      deterministic: bool = False) -> list[tuple[AgentGraph, torch.Tensor | None, EdgeProbs | None]]:
+        """``k`` graphs for one question from a single GNN pass (a fixed topology gives its preset ``k`` times)."""
         if self.policy is None:
-            return preset_graph(self.topology, self.agents, self.num_rounds, seed=self.seed,
-                                decision=self.decision), None, None
+            graph = preset_graph(self.topology, self.agents, self.num_rounds, seed=self.seed, decision=self.decision)
+            return [(graph, None, None)] * k
         query = self.embedder.encode([question])[0]  # [d]
-        return self.policy.sample(query, self.role_embeddings(), self.anchor, generator, deterministic,
-                                  agents=self.agents)
+        probs = self.policy(query, self.role_embeddings(), self.anchor)
+        samples = []
+        for _ in range(k):
+            graph, log_prob = self.policy.sample_from(probs, generator, deterministic, agents=self.agents)
+            samples.append((graph, log_prob, probs))
+        return samples
 
     def edge_probabilities(self, questions: Sequence[str]) -> EdgeProbs:
         """Mean edge probabilities over ``questions`` (what ``gcache plot`` draws)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gcache.agents.team import soft_edge_log_probs
 from gcache.config import ConfigError, RunConfig
 from gcache.io import atomic_torch_save, atomic_write_json
 from gcache.modules.topology import MovingAverageBaseline, group_mean_baseline, reinforce_loss
@@ -127,8 +128,8 @@ class TrainRecipe:
         baselines = []
         for ex in batch:
             sample_lp, sample_u = [], []
-            for _ in range(cfg.samples_per_question):
-                graph, log_prob, probs = self.team.graph_for(ex.question, self.generator)
+            for graph, log_prob, probs in self.team.sample_graphs(ex.question, cfg.samples_per_question,
+                                                                  self.generator):
                 plan, edge_index = C.plan_for(cfg, self.team, graph)
                 with torch.no_grad():
                     trace = self.executor.run(plan, [ex.question])[0]
@@ -140,8 +141,6 @@ class TrainRecipe:
                 if self.fuser_loss:
                     soft = None
                     if cfg.soft_edges and probs is not None:
-                        from gcache.agents.team import soft_edge_log_probs
-
                         soft = soft_edge_log_probs(probs, edge_index)
                     nll = self.executor.answer_nll(plan, [ex.question], [answer_target(self.task, ex)], soft)
                     nll_terms.append(nll.mean())
