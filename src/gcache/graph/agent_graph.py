@@ -19,11 +19,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["AgentGraph", "UnrolledNode", "DECISIONS", "topological_order"]
+from gcache.choices import DECISIONS
 
-#: How the final answer is formed: ``refer`` (a decision agent reads the sinks' outputs),
-#: ``direct`` (the last agent's output is the answer), ``majority`` (vote over agents).
-DECISIONS = ("refer", "direct", "majority")
+__all__ = ["AgentGraph", "UnrolledNode", "DECISIONS", "topological_order"]
 
 
 class UnrolledNode(NamedTuple):

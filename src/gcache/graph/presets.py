@@ -23,20 +23,10 @@ from collections.abc import Sequence
 
 import torch
 
+from gcache.choices import PRESETS
 from gcache.graph.agent_graph import AgentGraph
 
 __all__ = ["PRESETS", "TEMPORAL_PATTERNS", "preset_graph"]
-
-PRESETS = (
-    "chain",
-    "sequential",
-    "star",
-    "hierarchical",
-    "complete",
-    "layered",
-    "random",
-    "debate",
-)
 TEMPORAL_PATTERNS = ("complete", "identity", "none")
 
 

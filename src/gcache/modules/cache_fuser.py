@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcache.choices import FUSER_MODES
 from gcache.modules.kv_message import KVMessage
 
 __all__ = ["CacheFuser", "FUSER_MODES", "merge_messages"]
-
-FUSER_MODES = ("concat", "bias")
 
 
 def merge_messages(messages: Sequence[KVMessage]) -> tuple[KVMessage, torch.Tensor]:

@@ -18,9 +18,9 @@ from enum import IntEnum
 
 import torch
 
-__all__ = ["SlotKind", "KVMessage", "MESSAGE_MODES"]
+from gcache.choices import MESSAGE_MODES
 
-MESSAGE_MODES = ("full", "own", "latent")
+__all__ = ["SlotKind", "KVMessage", "MESSAGE_MODES"]
 
 
 class SlotKind(IntEnum):
