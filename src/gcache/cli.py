@@ -7,17 +7,29 @@ import json
 import logging
 import os
 import sys
+from typing import Callable
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "configure_logging", "guarded", "run_eval", "run_train"]
 
 logger = logging.getLogger("gcache")
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gcache`` argument parser; building it imports nothing heavy (no torch), so ``--help`` is fast."""
+    import gcache
     from gcache.config import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="gcache", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"gcache {gcache.__version__}")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG",
+                      help="debug logging (same as --log-level DEBUG)")
+    loud.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="WARNING",
+                      help="warnings and errors only (same as --log-level WARNING)")
+    loud.add_argument("--log-level", dest="log_level", type=str.upper, choices=LOG_LEVELS,
+                      help="logging threshold (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="run a method over a benchmark (resumable)")
@@ -42,36 +54,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def run_eval(cfg) -> int:
+    """``gcache eval`` on a validated :class:`~gcache.config.RunConfig`; prints a one-line JSON brief."""
+    from gcache.recipes.eval import EvalRecipe
+
+    recipe = EvalRecipe(cfg)
+    recipe.setup()
+    summary = recipe.run()
+    recipe.cleanup()
+    brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
+    brief["seconds_per_question"] = summary["per_question"]["seconds"]
+    print(json.dumps(brief))
+    return 0
+
+
+def run_train(cfg) -> int:
+    """``gcache train`` on a validated :class:`~gcache.config.RunConfig`; prints the result as JSON."""
+    from gcache.recipes.train import TrainRecipe
+
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    result = recipe.train()
+    recipe.cleanup()
+    print(json.dumps(result))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from gcache.config import config_from_args
 
     if args.command == "eval":
-        from gcache.recipes.eval import EvalRecipe
-
-        recipe = EvalRecipe(config_from_args(args))
-        recipe.setup()
-        summary = recipe.run()
-        recipe.cleanup()
-        brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
-        brief["seconds_per_question"] = summary["per_question"]["seconds"]
-        print(json.dumps(brief))
-        return 0
+        return run_eval(config_from_args(args))
     if args.command == "train":
-        from gcache.recipes.train import TrainRecipe
-
-        recipe = TrainRecipe(config_from_args(args, method="gcache", split="train"))
-        recipe.setup()
-        result = recipe.train()
-        recipe.cleanup()
-        print(json.dumps(result))
-        return 0
+        return run_train(config_from_args(args, method="gcache", split="train"))
     if args.command == "serve":
         from gcache.recipes.serve import ServeRecipe
 
@@ -94,25 +109,40 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gcache.api.settings import MissingApiKeyError
     from gcache.config import ConfigError
     from gcache.io.results import ResultsFileError
+    from gcache.methods import MethodError
     from gcache.models import ModelNotFoundError
     from gcache.tasks import DatasetError
 
-    return (ConfigError, DatasetError, ModelNotFoundError, MissingApiKeyError, ResultsFileError, FileNotFoundError)
+    return (ConfigError, DatasetError, MethodError, ModelNotFoundError, MissingApiKeyError, ResultsFileError,
+            FileNotFoundError)
+
+
+def guarded(prog: str, fn: Callable[[], int]) -> int:
+    """Run ``fn``; a user error becomes one line on stderr and exit status 2, Ctrl-C exit status 130."""
+    try:
+        return fn()
+    except _user_errors() as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def configure_logging(level: str | None) -> None:
+    """Log to stderr at ``level`` (default INFO), with chatty libraries at WARNING."""
+    logging.basicConfig(level=level or "INFO",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "openai", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gcache`` command. Returns the exit status."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return _run(args)
-    except _user_errors() as err:
-        print(f"gcache {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"gcache {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    configure_logging(args.log_level)
+    return guarded(f"gcache {args.command}", lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -1,33 +1,57 @@
 """Run configuration: one validated dataclass shared by ``gcache eval`` and ``gcache train``.
 
 Values come from (lowest to highest) the dataclass defaults, a YAML file given with ``--config``, and command-line
-flags. Validation happens once, here at the edge, with messages that list the valid choices.
+flags. Validation happens once, here at the edge and before anything heavy is imported (this module does not
+import torch), with messages that name the flag, or the file, line and key of a YAML value, and list the valid
+choices. Method names, their modes and which settings make two runs the same come from :mod:`gcache.methods`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
-from gcache.modules.cache_fuser import FUSER_MODES
-from gcache.modules.kv_message import MESSAGE_MODES
-from gcache.reasoning.plans import METHODS, MODE_ALIASES, MODES, resolve_mode
+from gcache.choices import (
+    BASELINES,
+    DECISIONS,
+    DTYPES,
+    FUSER_MODES,
+    MESSAGE_MODES,
+    MODE_ALIASES,
+    MODES,
+    TOPOLOGIES,
+    resolve_dtype_name,
+)
+from gcache.methods import MethodError, get_method, identity_keys, list_methods
 
-__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "LEARNED_METHODS",
-           "TOPOLOGIES", "BASELINE_OPTIONS"]
+__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity"]
 
-LEARNED_METHODS = ("gdesigner", "gcache")
-TOPOLOGIES = ("learned", "chain", "star", "complete", "layered", "random", "debate")
-BASELINE_OPTIONS = ("ma", "none")  # REINFORCE baseline: moving average, or the seed's plain -log_prob * utility
+_DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which and what is allowed."""
+    """A configuration value is invalid; the message says which and what is allowed.
+
+    Args:
+        message (str): the one line shown to the user.
+        key (str | None): the :class:`RunConfig` field at fault, if one is. Default is None.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -86,80 +110,141 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        def choice(name: str, value: Any, options) -> None:
+        """Check every value; a bad one raises :class:`ConfigError` naming its flag (``.key`` is the field).
+
+        Only cheap checks happen here (types, choices, ranges, formats); files are checked by the recipes
+        before any model loads.
+        """
+
+        def fail(key: str, message: str) -> None:
+            raise ConfigError(message, key=key)
+
+        def choice(key: str, options) -> None:
+            value = getattr(self, key)
             if value not in options:
-                raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}")
+                fail(key, f"{_flag(key)}: unknown value {value!r}; choose one of {', '.join(map(str, options))}")
 
-        from gcache.tasks import list_tasks
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), str(f.type))
+        try:
+            method = get_method(self.method)
+        except MethodError as err:
+            fail("method", str(err))
+        choice("mode", MODES + tuple(MODE_ALIASES))
+        try:
+            self.mode = method.check_mode(self.mode)
+        except MethodError as err:
+            fail("mode", str(err))
+        from gcache.tasks import TASKS  # torch-free
 
-        choice("method", self.method, METHODS)
-        choice("dataset", self.dataset, list_tasks())
-        choice("mode", self.mode, MODES + tuple(MODE_ALIASES))
-        self.mode = resolve_mode(self.mode)
-        choice("message mode", self.message, MESSAGE_MODES)
-        choice("fuser", self.fuser, FUSER_MODES)
-        choice("topology", self.topology, TOPOLOGIES)
-        choice("decision", self.decision, ("refer", "direct", "majority"))
-        choice("baseline", self.baseline, BASELINE_OPTIONS)
+        choice("dataset", tuple(TASKS))
+        choice("split", TASKS[self.dataset].splits)
+        choice("message", MESSAGE_MODES)
+        choice("fuser", FUSER_MODES)
+        choice("topology", TOPOLOGIES)
+        choice("decision", DECISIONS)
+        choice("baseline", BASELINES)
+        choice("dtype", tuple(DTYPES))
+        if not _DEVICE.match(self.device):
+            fail("device", f"--device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
+        if self.device_map is not None and self.device_map not in _DEVICE_MAPS and not _DEVICE.match(self.device_map):
+            fail("device_map", f"--device-map: {self.device_map!r} is neither a device nor one of "
+                               f"{', '.join(_DEVICE_MAPS)}")
         if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be at least 1 (got {self.limit}); leave it out to run every question")
-        positive = {"batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "rounds": self.rounds,
-                    "steps": self.steps, "samples_per_question": self.samples_per_question,
-                    "api_concurrency": self.api_concurrency}
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            fail("limit", f"--limit must be at least 1 (got {self.limit}); leave it out to run every question")
+        for key in ("batch_size", "max_new_tokens", "rounds", "steps", "samples_per_question", "api_concurrency"):
+            if getattr(self, key) < 1:
+                fail(key, f"{_flag(key)} must be at least 1, got {getattr(self, key)}")
         if self.agents is not None and self.agents < 1:
-            raise ConfigError(f"--agents must be at least 1, got {self.agents}")
-        if self.latent_steps < 0:
-            raise ConfigError(f"--latent-steps must be >= 0, got {self.latent_steps}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("--temperature must be >= 0 and --top-p in (0, 1]")
-        if self.gnn_temperature <= 0:
-            raise ConfigError(f"--gnn-temperature must be positive, got {self.gnn_temperature}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+            fail("agents", f"--agents must be at least 1, got {self.agents}")
+        for key in ("latent_steps", "api_retries", "fuser_loss_weight"):
+            if getattr(self, key) < 0:
+                fail(key, f"{_flag(key)} must be >= 0, got {getattr(self, key)}")
+        if self.temperature < 0:
+            fail("temperature", f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            fail("top_p", f"--top-p must be in (0, 1], got {self.top_p}")
+        for key in ("gnn_temperature", "lr", "api_timeout"):
+            if not getattr(self, key) > 0:
+                fail(key, f"{_flag(key)} must be positive, got {getattr(self, key)}")
+        if self.base_url is not None:
+            url = urllib.parse.urlparse(self.base_url)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                fail("base_url", f"--base-url: {self.base_url!r} is not an http:// or https:// URL "
+                                 "(e.g. http://127.0.0.1:8000/v1)")
         if self.device.startswith("cuda") and self.mode != "api":
-            import torch
+            import torch  # only when CUDA is asked for
 
             if not torch.cuda.is_available():
-                raise ConfigError(f"--device {self.device}: no CUDA device is visible to torch here; use --device cpu")
-        if self.mode == "api" and self.method in ("latentmas_seq", "latentmas_hier"):
-            raise ConfigError(f"{self.method} passes KV-caches and needs a local model: use --mode local or hybrid")
+                fail("device", f"--device {self.device}: no CUDA device is visible to torch here; use --device cpu")
+
+    @property
+    def resolved_dtype(self) -> str:
+        """The torch dtype name the model is loaded in (``auto`` resolved for the device)."""
+        return resolve_dtype_name(self.dtype, self.device, self.device_map)
 
     @property
     def learned(self) -> bool:
-        return self.method in LEARNED_METHODS
+        """The method learns a topology (``gcache train`` accepts it)."""
+        return get_method(self.method).learns
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able config without secrets (the API key is never written anywhere)."""
+        from gcache.io.redaction import REDACTED
+
         d = dataclasses.asdict(self)
-        d["api_key"] = "***" if self.api_key else None
+        d["api_key"] = REDACTED if self.api_key else None
         return d
 
-    def identity(self) -> dict[str, Any]:
-        """Fields that must match for a resumed run to continue the same experiment."""
-        keys = ("method", "dataset", "data", "split", "model", "mode", "latent_steps", "realign", "message", "fuser",
-                "prompt_set", "agents", "rounds", "topology", "decision", "checkpoint", "temperature", "top_p",
-                "max_new_tokens", "seed", "api_model", "base_url", "gnn_temperature")
-        return {k: getattr(self, k) for k in keys}
+    def identity(self, facts: Mapping[str, Any], *, training: bool = False) -> dict[str, Any]:
+        """What must match for a resumed run to continue the same experiment.
+
+        Args:
+            facts (Mapping[str, Any]): values a recipe computes before loading any model (``data_sha256``,
+                ``task_version``, ``checkpoint_sha256``, ``package_version``).
+            training (bool): add the training settings. Default is False.
+
+        Returns:
+            dict: ``{key: value}`` over :func:`gcache.methods.identity_keys`.
+        """
+        values = {**dataclasses.asdict(self), "dtype": self.resolved_dtype, **facts}
+        return {k: values.get(k) for k in identity_keys(self.method, self.mode, training=training)}
+
+
+def compare_identity(saved: Mapping[str, Any] | None, now: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse to continue ``where`` with a run whose identity differs from the one saved there.
+
+    Raises:
+        ConfigError: naming every setting that differs (saved -> now).
+    """
+    saved = saved or {}
+    keys = dict.fromkeys([*saved, *now])
+    changed = {k: (saved.get(k, "(not recorded)"), now.get(k, "(not recorded)")) for k in keys
+               if saved.get(k, "(not recorded)") != now.get(k, "(not recorded)")}
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"{where} holds a different run ({details}); use another --out, or the same settings "
+                          "to resume")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
     """Flags of ``gcache eval`` / ``gcache train``. Defaults are None so that a YAML config can fill them."""
     a = parser.add_argument
     a("--config", help="YAML file of run settings (flags override it)")
-    a("--method", choices=METHODS, help="what to run (default latentmas_seq)")
+    a("--method", choices=list_methods(), metavar="METHOD",
+      help="what to run (default latentmas_seq): " + "; ".join(
+          f"{name} [{'/'.join(get_method(name).modes)}]" for name in list_methods()))
     a("--dataset", help="benchmark: gsm8k, svamp, humaneval (default gsm8k)")
     a("--data", help="local dataset file; without it the dataset is loaded from the Hugging Face hub")
     a("--split", help="dataset split (default test; train for gcache train)")
     a("--limit", type=int, help="only the first N questions")
     a("--out", help="output folder (results.jsonl, summary.json; rerun the same command to resume)")
     a("--model", help="smollm2 (embedded default), a hub id such as Qwen/Qwen3-4B, a local folder or a .gguf file")
-    a("--dtype", help="auto, float32, bfloat16 or float16 (default auto: bf16 on CUDA, fp32 on CPU)")
+    a("--dtype", choices=tuple(DTYPES), metavar="DTYPE",
+      help="auto, float32, bfloat16 or float16 (default auto: bf16 on CUDA, fp32 on CPU)")
     a("--device", help="cpu, cuda, cuda:1 ... (default cpu)")
     a("--device-map", dest="device_map", help="transformers device_map, e.g. auto (needs accelerate)")
-    a("--mode", help="local (KV messages), hybrid (local latents, API answers; alias local_cache = local), api")
+    a("--mode", choices=MODES + tuple(MODE_ALIASES), help="local (KV messages), hybrid (local latents, API answers; alias local_cache = local), api")
     a("--latent-steps", dest="latent_steps", type=int, help="latent thoughts per latent agent (default 4)")
     a("--no-realign", dest="realign", action="store_const", const=False, help="feed hidden states back unaligned")
     a("--batch-size", dest="batch_size", type=int, help="questions per batch (default 4)")
@@ -173,7 +258,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--agents", type=int, help="number of agents of a graph method (default: the prompt set's team)")
     a("--rounds", type=int, help="rounds of a graph method (default 1)")
     a("--topology", choices=TOPOLOGIES, help="learned (the GNN) or a fixed preset")
-    a("--decision", choices=("refer", "direct", "majority"), help="how a graph's final answer is formed")
+    a("--decision", choices=DECISIONS, help="how a graph's final answer is formed")
     a("--checkpoint", help="a gcache train checkpoint (topology model and fuser)")
     a("--gnn-temperature", dest="gnn_temperature", type=float,
       help="temperature of the edge logits (codes are unit vectors: 0.25 lets p reach 0.02..0.98)")
@@ -190,7 +275,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     if training:
         a("--steps", type=int, help="optimisation steps (batches) (default 10)")
         a("--lr", type=float, help="Adam learning rate (default 0.1, the seed's)")
-        a("--baseline", choices=BASELINE_OPTIONS, help="REINFORCE baseline: ma (moving average) or none (seed)")
+        a("--baseline", choices=BASELINES, help="REINFORCE baseline: ma (moving average) or none (seed)")
         a("--samples-per-question", dest="samples_per_question", type=int,
           help="graphs sampled per question; K > 1 uses their mean utility as the baseline")
         a("--fuser-loss-weight", dest="fuser_loss_weight", type=float, help="weight of the gold-answer NLL")
@@ -201,21 +286,72 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
 
 
 def config_from_args(args: argparse.Namespace, **defaults: Any) -> RunConfig:
-    """Merge dataclass defaults, ``defaults``, the ``--config`` YAML and the flags into a :class:`RunConfig`."""
+    """Merge dataclass defaults, ``defaults``, the ``--config`` YAML and the flags into a :class:`RunConfig`.
+
+    Raises:
+        ConfigError: a missing or unparsable YAML file, an unknown key, or a bad value; a value that came from
+            the file is named by file, line and key.
+    """
     values: dict[str, Any] = dict(defaults)
+    from_file: dict[str, int] = {}
+    path = None
     if getattr(args, "config", None):
         path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
+        loaded, from_file = _read_yaml_config(path)
         values.update(loaded)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     for key, value in vars(args).items():
         if key in names and value is not None:
             values[key] = value
+            from_file.pop(key, None)
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown settings {unknown}; valid ones are {sorted(names)}")
-    return RunConfig(**values)
+        where = f"{path}, line {from_file[unknown[0]]}: " if unknown[0] in from_file else ""
+        raise ConfigError(f"{where}unknown setting {unknown[0]!r}; valid ones are {', '.join(sorted(names))}")
+    try:
+        return RunConfig(**values)
+    except ConfigError as err:
+        if err.key in from_file:
+            raise ConfigError(f"{path}, line {from_file[err.key]}: {err.key}: {err}", key=err.key) from None
+        raise
+
+
+def _read_yaml_config(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """``(settings, line of each key)`` of a YAML config file."""
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        loaded = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if loaded is None:
+        return {}, {}
+    if not isinstance(loaded, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}: expected a mapping of settings (key: value lines), got {type(loaded).__name__}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    return loaded, lines
+
+
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` fits the field's annotation (``"int | None"`` ...)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    base = kinds[0]
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }.get(base, True)
+    if not ok:
+        raise ConfigError(f"{_flag(key)} must be {_TYPE_NAMES[base]}, got {value!r}", key=key)

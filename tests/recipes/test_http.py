@@ -108,7 +108,7 @@ def test_hybrid_sends_decoded_latent_thoughts_to_the_api(smollm2_server, tmp_pat
 @pytest.mark.real_model
 def test_api_only_mode_runs_the_text_graph(smollm2_server, tmp_path):
     out = tmp_path / "api"
-    assert main(["eval", "--method", "gcache", "--mode", "api", "--topology", "star", "--agents", "2", "--data",
+    assert main(["eval", "--method", "gdesigner", "--mode", "api", "--topology", "star", "--agents", "2", "--data",
                  TINY, "--limit", "1", "--out", str(out), *_api_flags(smollm2_server)]) == 0
     (r,) = _rows(out)
     assert r["error"] is None and r["latent_steps"] == 0 and r["prompt_tokens"] == 0

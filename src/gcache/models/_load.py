@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from gcache.choices import resolve_dtype_name
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["TINY_MODELS", "ModelSpec", "ModelNotFoundError", "load_model", "resolve_model", "EMBEDDED_MODELS", "resolve_dtype"]
@@ -121,17 +123,20 @@ def resolve_model(name: str) -> ModelSpec:
     return ModelSpec(name=name, path=name)  # a hub id: transformers fetches it (needs the hub)
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32" | "bfloat16" | "float16" | "auto"`` -> torch dtype ("auto": bf16 on CUDA, fp32 on CPU)."""
+def resolve_dtype(dtype: str | torch.dtype, device: str | None = None, device_map: str | None = None) -> torch.dtype:
+    """``"float32" | "bfloat16" | "float16" | "auto"`` (or fp32/bf16/fp16) -> torch dtype.
+
+    ``auto`` is bfloat16 where the weights go to a GPU and float32 on the CPU (see
+    :func:`gcache.choices.resolve_dtype_name`); without a ``device``, bfloat16 whenever CUDA is available.
+
+    Raises:
+        ValueError: an unknown dtype.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(['auto', *table])}")
-    return table[dtype]
+    if device is None and device_map is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return getattr(torch, resolve_dtype_name(dtype, device or "cpu", device_map))
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict:
@@ -204,10 +209,10 @@ def load_model(
     if name in TINY_MODELS:  # random weights of a real architecture: tests and speed checks without a hub
         from gcache.models._tiny import tiny_random_model
 
-        model, tok = tiny_random_model(TINY_MODELS[name], dtype=resolve_dtype(dtype))
+        model, tok = tiny_random_model(TINY_MODELS[name], dtype=resolve_dtype(dtype, device, device_map))
         return model.to(device), tok
     spec = resolve_model(name)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype, device, device_map)
     kwargs: dict = {"attn_implementation": attn_implementation or FUSED_ATTENTION}
     if device_map is not None:
         kwargs["device_map"] = device_map

@@ -1,4 +1,8 @@
-"""Plans for every method: the fixed baselines and plans unrolled from an :class:`~gcache.graph.AgentGraph`."""
+"""Plan builders of the methods in :mod:`gcache.methods`: the fixed baselines and plans unrolled from a graph.
+
+Each builder has the signature the registry calls, ``fn(mode, *, graph, roles, message) -> (Plan, edge_index)``;
+``mode`` has already been checked against the method's modes.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,13 @@ from collections.abc import Mapping
 
 from gcache.agents.pipelines import DECISION_MAKER, HIERARCHICAL, SEQUENTIAL, SOLVER
 from gcache.agents.roles import Role
+from gcache.choices import resolve_mode
 from gcache.graph import AgentGraph
+from gcache.methods import get_method
 from gcache.reasoning.executor import NodeSpec, Plan
 
-__all__ = ["METHODS", "MODES", "MODE_ALIASES", "resolve_mode", "baseline_plan", "plan_from_graph"]
-
-#: Every method ``gcache eval --method`` knows.
-METHODS = ("single", "text_chain", "latentmas_seq", "latentmas_hier", "gdesigner", "gcache")
-#: Where agents run: all local (real KV messages), local latents + API answer, or text over the API.
-MODES = ("local", "hybrid", "api")
-#: The seed's deprecated name for mode 1.
-MODE_ALIASES = {"local_cache": "local"}
-
-
-def resolve_mode(mode: str) -> str:
-    """Canonical mode name (``local_cache`` is an alias of ``local``)."""
-    mode = MODE_ALIASES.get(mode, mode)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES + tuple(MODE_ALIASES))}")
-    return mode
+__all__ = ["baseline_plan", "plan_from_graph", "single_plan",
+           "text_chain_plan", "latentmas_seq_plan", "latentmas_hier_plan", "text_graph_plan", "latent_graph_plan"]
 
 
 def _chain(roles: tuple[Role, ...], kind: str, backend: str, decision_backend: str) -> Plan:
@@ -37,29 +29,50 @@ def _chain(roles: tuple[Role, ...], kind: str, backend: str, decision_backend: s
     return Plan(tuple(nodes), message="full")
 
 
-def baseline_plan(method: str, mode: str = "local") -> Plan:
-    """The fixed plan of a baseline method.
+def single_plan(mode: str, **_) -> tuple[Plan, dict]:
+    """One solver, on the local model (``local``) or the API (``api``)."""
+    return Plan((NodeSpec(SOLVER, kind="text", backend="local" if mode == "local" else "api"),)), {}
 
-    ``single`` and ``text_chain`` run on the local model (``local``) or the API (``api`` / ``hybrid``); the
-    LatentMAS pipelines need the local model for their latent agents, and in ``hybrid`` the API answers.
+
+def text_chain_plan(mode: str, **_) -> tuple[Plan, dict]:
+    """Planner -> critic -> refiner -> judger passing text, on the local model or the API."""
+    backend = "local" if mode == "local" else "api"
+    return _chain(SEQUENTIAL, "text", backend, backend), {}
+
+
+def latentmas_seq_plan(mode: str, **_) -> tuple[Plan, dict]:
+    """LatentMAS sequential: latent planner, critic and refiner pass their whole cache; the judger answers (on
+    the API in ``hybrid``)."""
+    return _chain(SEQUENTIAL, "latent", "local", "local" if mode == "local" else "api"), {}
+
+
+def latentmas_hier_plan(mode: str, **_) -> tuple[Plan, dict]:
+    """LatentMAS hierarchical: latent experts in a chain, then the summarizer answers."""
+    return _chain(HIERARCHICAL, "latent", "local", "local" if mode == "local" else "api"), {}
+
+
+def text_graph_plan(mode: str, *, graph: AgentGraph, roles: Mapping[str, Role], message: str = "full",
+                    **_) -> tuple[Plan, dict]:
+    """G-Designer: the graph's agents pass text."""
+    return plan_from_graph(graph, roles, kind="text", mode=mode, message=message)
+
+
+def latent_graph_plan(mode: str, *, graph: AgentGraph, roles: Mapping[str, Role], message: str = "full",
+                      **_) -> tuple[Plan, dict]:
+    """G-cache: the graph's agents think in latent space and pass KV messages."""
+    return plan_from_graph(graph, roles, kind="latent", mode=mode, message=message)
+
+
+def baseline_plan(method: str, mode: str = "local") -> Plan:
+    """The fixed plan of a baseline method (one that does not learn a graph).
 
     Raises:
-        ValueError: an unknown method, or a learned one (use :func:`plan_from_graph`).
+        MethodError: an unknown method, a learned one (use :func:`plan_from_graph`), or a mode it cannot run in.
     """
-    mode = resolve_mode(mode)
-    text_backend = "local" if mode == "local" else "api"
-    if method == "single":
-        return Plan((NodeSpec(SOLVER, kind="text", backend=text_backend),))
-    if method == "text_chain":
-        return _chain(SEQUENTIAL, "text", text_backend, text_backend)
-    if method in ("latentmas_seq", "latentmas_hier"):
-        if mode == "api":
-            raise ValueError(f"{method} passes KV-caches, which needs a local model: use --mode local or hybrid")
-        roles = SEQUENTIAL if method == "latentmas_seq" else HIERARCHICAL
-        return _chain(roles, "latent", "local", "local" if mode == "local" else "api")
-    if method in METHODS:
+    spec = get_method(method)
+    if spec.learns:
         raise ValueError(f"{method} learns its graph: build its plan with plan_from_graph")
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return spec.build_plan(mode)[0]
 
 
 def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, mode: str = "local",
@@ -70,7 +83,7 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
         graph (AgentGraph): agents, spatial/temporal edges, rounds and decision mode.
         roles (Mapping[str, Role]): role of each agent name.
         kind (str): ``"latent"`` (G-cache) or ``"text"`` (G-Designer) agents.
-        mode (str): ``local`` / ``hybrid`` / ``api`` (see :data:`MODES`). Default is ``"local"``.
+        mode (str): ``local`` / ``hybrid`` / ``api`` (see :data:`gcache.choices.MODES`). Default is ``"local"``.
         message (str): what latent agents send on. Default is ``"full"``.
         decision_role (Role): role of the ``refer`` decision node.
 
@@ -84,7 +97,7 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
     """
     mode = resolve_mode(mode)
     if kind == "latent" and mode == "api":
-        kind = "text"  # api mode is the text graph: no local model to hold caches
+        raise ValueError("latent agents need the local model: a latent graph cannot run in mode api")
     agent_backend = "local" if (kind == "latent" or mode == "local") else "api"
     decision_backend = "local" if mode == "local" else "api"
     steps = graph.unrolled()

@@ -10,7 +10,7 @@ import torch
 from gcache.config import ConfigError, RunConfig
 from gcache.reasoning import DecodeConfig, LatentEngine
 from gcache.reasoning.executor import GraphExecutor, Plan
-from gcache.reasoning.plans import baseline_plan, plan_from_graph
+from gcache.methods import get_method
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def build_team(cfg: RunConfig, num_layers: int):
 
     prompt_set = load_prompt_set(cfg.prompt_set or DEFAULT_PROMPT_SETS.get(cfg.dataset, "gsm8k"))
     agents = prompt_set.select_agents(cfg.agents)
-    latent = cfg.method == "gcache" and cfg.mode != "api"
+    latent = get_method(cfg.method).latent  # the registry has refused latent methods in mode api
     return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
                 topology=cfg.topology, num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
                 temperature=cfg.gnn_temperature, seed=cfg.seed)
@@ -78,16 +78,33 @@ def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser
 
 def plan_for(cfg: RunConfig, team, graph) -> tuple[Plan, dict]:
     """The plan of one question: a fixed baseline, or the unrolled graph of a learned method."""
-    if team is None:
-        return baseline_plan(cfg.method, cfg.mode), {}
-    kind = "latent" if cfg.method == "gcache" else "text"
-    return plan_from_graph(graph, team.roles, kind=kind, mode=cfg.mode, message=cfg.message)
+    return get_method(cfg.method).build_plan(cfg.mode, graph=graph, roles=team.roles if team is not None else None,
+                                             message=cfg.message)
+
+
+def identity_facts(cfg: RunConfig, task) -> dict:
+    """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`)."""
+    import gcache
+    from gcache.io import file_sha256
+
+    data_file = task.resolve_path(Path(cfg.data), cfg.split) if cfg.data is not None else None
+    checkpoint = checkpoint_file(cfg.checkpoint) if cfg.checkpoint is not None else None
+    return {
+        "data_sha256": file_sha256(data_file) if data_file is not None and data_file.is_file() else None,
+        "task_version": task.version,
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None and checkpoint.is_file() else None,
+        "package_version": gcache.__version__,
+    }
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or ``path/checkpoint.pt`` for a train output folder."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path} (gcache train writes OUT/{CHECKPOINT_NAME})")
     return torch.load(path, map_location="cpu", weights_only=False)

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from gcache.api.pricing import PriceTable
-from gcache.config import ConfigError, RunConfig
+from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.io import ResultStore, atomic_write_json, write_summary
 from gcache.recipes import _components as C
 
@@ -51,6 +51,7 @@ class EvalRecipe:
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.identity = cfg.identity(C.identity_facts(cfg, self.task))
         self._check_resume()
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
         self.prices = PriceTable.load(cfg.prices) if cfg.prices else PriceTable()
@@ -69,18 +70,23 @@ class EvalRecipe:
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
+        # Written only now that setup succeeded: a failed start leaves nothing that blocks the corrected command.
+        atomic_write_json(self.out / "config.json", {"identity": self.identity, "config": cfg.to_dict()})
 
     def _check_resume(self) -> None:
-        """Refuse to mix results of different experiments in one folder."""
+        """Refuse to mix results of different experiments in one folder (a folder without results is free)."""
         path = self.out / "config.json"
-        identity = self.cfg.identity()
-        if path.is_file():
-            previous = json.loads(path.read_text()).get("identity", {})
-            changed = {k: (previous.get(k), v) for k, v in identity.items() if previous.get(k) != v}
-            if changed:
-                details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                raise ConfigError(f"{self.out} holds results of a different run ({details}); use another --out")
-        atomic_write_json(path, {"identity": identity, "config": self.cfg.to_dict()})
+        if not ResultStore(self.out).records():
+            return
+        if not path.is_file():
+            raise ConfigError(f"{self.out} holds results but no config.json, so the run that wrote them is "
+                              "unknown; use another --out")
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))["identity"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path} is damaged ({type(err).__name__}: {err}); the results next to it cannot be "
+                              "matched to a run: use another --out") from None
+        compare_identity(saved, self.identity, self.out)
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:

@@ -25,8 +25,9 @@ import torch
 from tqdm import tqdm
 
 from gcache.agents.team import soft_edge_log_probs
-from gcache.config import ConfigError, RunConfig
+from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.io import atomic_torch_save, atomic_write_json
+from gcache.methods import get_method
 from gcache.modules.topology import MovingAverageBaseline, group_mean_baseline, reinforce_loss
 from gcache.recipes import _components as C
 
@@ -61,6 +62,9 @@ class TrainRecipe:
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.identity = cfg.identity(C.identity_facts(cfg, self.task), training=True)
+        # Checked before any model loads: a checkpoint of another run is refused at once.
+        resume = self._read_checkpoint() if self.checkpoint_path.is_file() else None
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
         self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
         self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
@@ -76,10 +80,10 @@ class TrainRecipe:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict] = []
-        self.fuser_loss = (cfg.method == "gcache" and self.team.fuser is not None and cfg.mode == "local"
+        self.fuser_loss = (get_method(cfg.method).latent and self.team.fuser is not None and cfg.mode == "local"
                            and cfg.fuser_loss_weight > 0)
-        if self.checkpoint_path.is_file():
-            self._load_checkpoint()
+        if resume is not None:
+            self._restore(resume)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -91,18 +95,17 @@ class TrainRecipe:
             "generator": self.generator.get_state(),
             "history": self.history,
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
             "agents": list(self.team.agents),
             "role_names": list(self.team.prompt_set.role_names),
         }
 
-    def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        saved, now = state["config"], self.cfg.to_dict()
-        changed = [k for k in ("method", "model", "dataset", "prompt_set", "agents", "rounds", "topology", "fuser",
-                               "mode", "message", "lr", "batch_size", "gnn_temperature") if saved.get(k) != now.get(k)]
-        if changed:
-            raise ConfigError(f"{self.checkpoint_path} was written by a different run (differs in {changed}); "
-                              f"use another --out")
+    def _read_checkpoint(self) -> dict:
+        state = C.load_checkpoint(self.checkpoint_path)
+        compare_identity(state.get("identity"), self.identity, self.checkpoint_path)
+        return state
+
+    def _restore(self, state: dict) -> None:
         self.team.load_state_dict(state["team"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline.load_state_dict(state["baseline"])
