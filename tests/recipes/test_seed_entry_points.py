@@ -24,27 +24,34 @@ def test_flags_translate_to_train_then_eval():
                                  "--optimized_spatial", "--num_iterations", "3", "--agent_nums", "3",
                                  "--num_rounds", "2", "--lr", "0.05", "--latent_steps", "8", "--batch_size", "2",
                                  "--dataset_json", "d.jsonl", "--out", "o"], api=False)
-    assert train[:3] == ["train", "--method", "gcache"]
-    for flag, value in [("--model", "Qwen/Qwen3-1.7B"), ("--device", "cuda"), ("--steps", "3"), ("--agents", "3"),
-                        ("--rounds", "2"), ("--lr", "0.05"), ("--latent-steps", "8"), ("--batch-size", "2"),
-                        ("--topology", "learned"), ("--data", "d.jsonl"), ("--mode", "local")]:
-        assert train[train.index(flag) + 1] == value
-    assert "--no-optimize-temporal" in train and "--no-optimize-spatial" not in train
-    assert evaluate[evaluate.index("--checkpoint") + 1] == str(Path("o") / "train")
+    assert train["method"] == "gcache" and train["split"] == "train"
+    for key, value in [("model", "Qwen/Qwen3-1.7B"), ("device", "cuda"), ("steps", 3), ("agents", 3),
+                       ("rounds", 2), ("lr", 0.05), ("latent_steps", 8), ("batch_size", 2),
+                       ("topology", "learned"), ("data", "d.jsonl"), ("mode", "local"),
+                       ("optimize_spatial", True), ("optimize_temporal", False)]:
+        assert train[key] == value, key
+    assert evaluate["checkpoint"] == str(Path("o") / "train") and evaluate["out"] == str(Path("o") / "eval")
     # no --use_cache: agents pass text; a fixed graph mode and no training
     train, evaluate = translate(["--llm_name", "smollm2", "--mode", "Chain"], api=False)
-    assert train is None and evaluate[evaluate.index("--method") + 1] == "gdesigner"
-    assert evaluate[evaluate.index("--topology") + 1] == "chain"
+    assert train is None and evaluate["method"] == "gdesigner" and evaluate["topology"] == "chain"
 
 
 @pytest.mark.parametrize("llm, mode, method", [("hybrid_cache", "hybrid", "gcache"), ("local_cache", "local_cache", "gcache"),
                                                ("qwen-plus", "api", "gdesigner")])
 def test_api_script_llm_names_pick_the_mode(llm, mode, method):
     _, evaluate = translate(["--llm_name", llm, "--use_cache"], api=True)
-    assert evaluate[evaluate.index("--mode") + 1] == mode
-    assert evaluate[evaluate.index("--method") + 1] == method
+    assert evaluate["mode"] == mode and evaluate["method"] == method
     if mode == "api":
-        assert evaluate[evaluate.index("--api-model") + 1] == llm
+        assert evaluate["api_model"] == llm
+
+
+def test_bad_seed_flags_exit_2_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        translate(["--num_iterations", "-1"], api=False)
+    assert exit_.value.code == 2 and "--num_iterations: must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        translate(["--llm_name", "hybrid_cache"], api=True)  # latent agents without --use_cache
+    assert exit_.value.code == 2 and "add --use_cache" in capsys.readouterr().err
 
 
 def _run(script: str, args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:

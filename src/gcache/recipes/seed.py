@@ -1,12 +1,15 @@
 """The original G-cache entry points (``experiments/run_gsm8k_cache.py`` and ``run_gsm8k_cache_API.py``), kept
-working as thin translations of their flags into ``gcache train`` + ``gcache eval``.
+working as thin translations of their flags into the settings of ``gcache train`` + ``gcache eval``.
 
 Seed flag -> gcache:
 
 * ``--llm_name MODEL``: ``--model`` (``smollm2`` is the embedded model). In the API script it picks the mode:
-  ``hybrid_cache`` (local latents + API answer), ``local_cache`` (all local, the deprecated name of ``local``),
-  or an API model name (``qwen-flash``, ``qwen-plus``, ``qwen-turbo``: text graph over the API).
-* ``--use_cache``: agents pass KV-caches (``--method gcache``); without it they pass text (``gdesigner``).
+  ``hybrid_cache`` (local latents + API answer; needs ``--use_cache``), ``local_cache`` (all local, the deprecated
+  name of ``local``), or an API model name (``qwen-flash``, ``qwen-plus``, ``qwen-turbo``: text graph over the
+  API).
+* ``--use_cache``: agents pass KV-caches (``--method gcache``); without it they pass text (``gdesigner``). With an
+  API model name the agents are API calls, which cannot pass KV-caches: this is the one documented mapping,
+  ``--use_cache`` is then dropped (``gdesigner``) and a warning says so, as the seed's API script did.
 * ``--mode``: the seed's graph mode (FullConnected, Chain, Star, Layered, Random, Debate, DirectAnswer); with
   ``--optimized_spatial`` the graph is learned.
 * ``--agent_nums``, ``--num_rounds``, ``--batch_size``, ``--lr``, ``--latent_steps``: the same settings.
@@ -19,16 +22,22 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-
-from gcache.cli import main as gcache_main
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["seed_main", "SEED_GRAPH_MODES", "API_LLM_NAMES"]
+__all__ = ["seed_main", "translate", "SEED_GRAPH_MODES", "API_LLM_NAMES"]
 
 SEED_GRAPH_MODES = {"FullConnected": "complete", "Chain": "chain", "Star": "star", "Layered": "layered",
                     "Random": "random", "Debate": "debate", "DirectAnswer": "chain"}
 API_LLM_NAMES = ("hybrid_cache", "local_cache", "qwen-flash", "qwen-plus", "qwen-turbo")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _parser(api: bool) -> argparse.ArgumentParser:
@@ -43,7 +52,8 @@ def _parser(api: bool) -> argparse.ArgumentParser:
     p.add_argument("--mode", default="FullConnected", choices=sorted(SEED_GRAPH_MODES))
     p.add_argument("--agent_nums", type=int, default=4)
     p.add_argument("--num_rounds", type=int, default=1)
-    p.add_argument("--num_iterations", type=int, default=10)
+    p.add_argument("--num_iterations", type=_non_negative_int, default=10,
+                   help="training steps before evaluation (0: evaluate only)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--latent_steps", type=int, default=4)
@@ -56,11 +66,18 @@ def _parser(api: bool) -> argparse.ArgumentParser:
     return p
 
 
-def translate(argv: list[str] | None, api: bool) -> tuple[list[str] | None, list[str]]:
-    """Seed flags -> ``(gcache train argv or None, gcache eval argv)``."""
-    args = _parser(api).parse_args(argv)
+def translate(argv: list[str] | None, api: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Seed flags -> ``(gcache train settings or None, gcache eval settings)``, as :class:`RunConfig` fields.
+
+    Raises:
+        SystemExit: (exit status 2, one line) on flags argparse rejects.
+    """
+    prog = "run_gsm8k_cache_API.py" if api else "run_gsm8k_cache.py"
+    parser = _parser(api)
+    parser.prog = prog
+    args = parser.parse_args(argv)
     model, mode = args.llm_name, "local"
-    api_flags: list[str] = []
+    api_model = None
     if api:
         model = args.local_llm
         if args.llm_name == "hybrid_cache":
@@ -68,47 +85,55 @@ def translate(argv: list[str] | None, api: bool) -> tuple[list[str] | None, list
         elif args.llm_name == "local_cache":
             mode = "local_cache"
         else:
-            mode = "api"
-            api_flags = ["--api-model", args.llm_name]
-    method = "gcache" if args.use_cache and mode != "api" else "gdesigner"
-    if args.use_cache and mode == "api":
-        logger.warning("--use_cache has no effect with an API model (it cannot read KV-caches): text graph")
+            mode, api_model = "api", args.llm_name
+    if api and args.llm_name == "hybrid_cache" and not args.use_cache:
+        parser.error("--llm_name hybrid_cache runs latent agents on the local model: add --use_cache (for a text "
+                     "graph over the API, give an API model name such as qwen-flash)")
+    use_cache = args.use_cache
+    if use_cache and mode == "api":
+        logger.warning("--use_cache with the API model %s: API agents cannot pass KV-caches, so the text graph "
+                       "(gdesigner) runs", args.llm_name)
+        use_cache = False
     learned = args.optimized_spatial or args.optimized_temporal
     topology = "learned" if learned else SEED_GRAPH_MODES[args.mode]
-    rounds = max(args.num_rounds, 2) if topology == "debate" else args.num_rounds
-    decision = "direct" if args.mode == "DirectAnswer" else "refer"
-    agents = 1 if args.mode == "DirectAnswer" else args.agent_nums
-    script = "run_gsm8k_cache_API" if api else "run_gsm8k_cache"
-    out = args.out or str(Path("runs") / f"{script}-{args.llm_name.replace('/', '_')}")
-    common = ["--method", method, "--dataset", "gsm8k", "--model", model, "--device", args.device, "--mode", mode,
-              "--agents", str(agents), "--rounds", str(rounds), "--topology", topology, "--decision", decision,
-              "--batch-size", str(args.batch_size), "--latent-steps", str(args.latent_steps),
-              "--max-new-tokens", str(args.max_new_tokens), *api_flags]
-    if args.dataset_json:
-        common += ["--data", args.dataset_json]
+    script = Path(prog).stem
+    out = Path(args.out or Path("runs") / f"{script}-{args.llm_name.replace('/', '_')}")
+    common: dict[str, Any] = {
+        "method": "gcache" if use_cache else "gdesigner", "dataset": "gsm8k", "model": model,
+        "device": args.device, "mode": mode, "agents": 1 if args.mode == "DirectAnswer" else args.agent_nums,
+        "rounds": max(args.num_rounds, 2) if topology == "debate" else args.num_rounds, "topology": topology,
+        "decision": "direct" if args.mode == "DirectAnswer" else "refer", "batch_size": args.batch_size,
+        "latent_steps": args.latent_steps, "max_new_tokens": args.max_new_tokens, "data": args.dataset_json,
+    }
+    if api_model is not None:
+        common["api_model"] = api_model
     train = None
     if learned and args.num_iterations > 0:
-        train = ["train", *common, "--steps", str(args.num_iterations), "--lr", str(args.lr),
-                 "--out", str(Path(out) / "train")]
-        if args.dataset_json is None:
-            train += ["--split", "train"]
-        if not args.optimized_spatial:
-            train.append("--no-optimize-spatial")
-        if not args.optimized_temporal:
-            train.append("--no-optimize-temporal")
-    evaluate = ["eval", *common, "--out", str(Path(out) / "eval")]
+        train = {**common, "steps": args.num_iterations, "lr": args.lr, "out": str(out / "train"),
+                 "split": "train", "optimize_spatial": args.optimized_spatial, "optimize_temporal": args.optimized_temporal}
+    evaluate = {**common, "out": str(out / "eval"), "limit": args.limit}
     if train is not None:
-        evaluate += ["--checkpoint", str(Path(out) / "train")]
-    if args.limit is not None:
-        evaluate += ["--limit", str(args.limit)]
+        evaluate["checkpoint"] = str(out / "train")
     return train, evaluate
 
 
 def seed_main(argv: list[str] | None = None, *, api: bool = False) -> int:
-    """Run a seed script: train (if the graph is learned and ``--num_iterations`` > 0), then evaluate."""
-    train, evaluate = translate(argv, api)
-    if train is not None:
-        status = gcache_main(train)
-        if status != 0:
-            return status
-    return gcache_main(evaluate)
+    """Run a seed script: train (if the graph is learned and ``--num_iterations`` > 0), then evaluate.
+
+    Returns:
+        int: the exit status (2 with one line on a bad flag or setting, as ``gcache`` gives).
+    """
+    from gcache.cli import configure_logging, guarded, run_eval, run_train
+    from gcache.config import RunConfig
+
+    configure_logging(None)
+
+    def run() -> int:
+        train, evaluate = translate(argv, api)
+        if train is not None:
+            status = run_train(RunConfig(**train))
+            if status != 0:
+                return status
+        return run_eval(RunConfig(**evaluate))
+
+    return guarded("run_gsm8k_cache_API.py" if api else "run_gsm8k_cache.py", run)
