@@ -4,6 +4,9 @@
 
 Each method runs through ``gcache eval`` (same batch size, decoding cap and questions), so the numbers are what a
 user gets. Prints a table and the latentmas_seq / text_chain ratios; writes the runs under ``--out``.
+
+``--shard i/n`` (with ``--out``) runs every n-th question of each method, for one machine of several; the shards
+fill the same folders, and each prints the table of whatever is done so far (the last one: all of it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
                 "--latent-steps", str(args.latent_steps), "--device", args.device, "--out", str(out)]
         if args.data:
             argv += ["--data", args.data]
+        if args.shard:
+            argv += ["--shard", args.shard]
         if gcache_main(argv) != 0:
             raise SystemExit(f"{method} failed")
         summaries[method] = json.loads((out / "summary.json").read_text())
@@ -59,6 +64,9 @@ if __name__ == "__main__":
     p.add_argument("--latent-steps", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None)
+    p.add_argument("--shard", default=None, help="i/n: this machine's share of the questions (needs --out)")
     args = p.parse_args()
+    if args.shard and not args.out:
+        p.error("--shard needs --out: the shards of a comparison fill the same folders")
     logging.basicConfig(level=logging.WARNING)
     print(table(run(args)))

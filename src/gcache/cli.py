@@ -55,16 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_eval(cfg) -> int:
-    """``gcache eval`` on a validated :class:`~gcache.config.RunConfig`; prints a one-line JSON brief."""
+    """``gcache eval`` on a validated :class:`~gcache.config.RunConfig`; prints a one-line JSON brief (rank 0)."""
     from gcache.recipes.eval import EvalRecipe
 
     recipe = EvalRecipe(cfg)
-    recipe.setup()
-    summary = recipe.run()
-    recipe.cleanup()
-    brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
-    brief["seconds_per_question"] = summary["per_question"]["seconds"]
-    print(json.dumps(brief))
+    try:
+        recipe.setup()
+        summary = recipe.run()
+    finally:
+        recipe.cleanup()  # also leaves torch.distributed's group
+    if recipe.is_main:  # one line per run, not one per torchrun rank
+        brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
+        brief["seconds_per_question"] = summary["per_question"]["seconds"]
+        print(json.dumps(brief))
     return 0
 
 
@@ -117,6 +120,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError)
 
 
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """Failures of the run itself (not of its input) that one line explains."""
+    from gcache.distributed import RankFailedError
+
+    return (RankFailedError,)
+
+
 def guarded(prog: str, fn: Callable[[], int]) -> int:
     """Run ``fn``; a user error becomes one line on stderr and exit status 2, Ctrl-C exit status 130."""
     try:
@@ -124,7 +134,10 @@ def guarded(prog: str, fn: Callable[[], int]) -> int:
     except _user_errors() as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except _run_failures() as err:  # e.g. another torchrun rank died: the message says how to resume
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # also SIGTERM under torchrun (gcache.distributed)
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 

@@ -63,6 +63,7 @@ class RunConfig:
     data: str | None = None
     split: str = "test"
     limit: int | None = None
+    shard: str | None = None  # "i/n": the questions at positions i, i+n, ... (gcache.distributed.Shard)
     out: str | None = None
     model: str = "smollm2"
     dtype: str = "auto"
@@ -150,6 +151,13 @@ class RunConfig:
         if self.device_map is not None and self.device_map not in _DEVICE_MAPS and not _DEVICE.match(self.device_map):
             fail("device_map", f"--device-map: {self.device_map!r} is neither a device nor one of "
                                f"{', '.join(_DEVICE_MAPS)}")
+        if self.shard is not None:
+            from gcache.distributed import Shard  # torch-free
+
+            try:
+                Shard.parse(self.shard)
+            except ValueError as err:
+                fail("shard", f"--shard: {err}")
         if self.limit is not None and self.limit < 1:
             fail("limit", f"--limit must be at least 1 (got {self.limit}); leave it out to run every question")
         for key in ("batch_size", "max_new_tokens", "rounds", "steps", "samples_per_question", "api_concurrency"):
@@ -272,6 +280,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--retry-errors", dest="retry_errors", action="store_const", const=True,
       help="on resume, run again the questions that ended in an error")
     a("--prices", help="JSON/YAML file of API prices (USD per 1M tokens) added to the built-in table")
+    if not training:
+        a("--shard", help="i/n: run only the questions at positions i, i+n, i+2n, ... into the same --out "
+                          "(shards merge by question id; see docs/scale-out.md)")
     if training:
         a("--steps", type=int, help="optimisation steps (batches) (default 10)")
         a("--lr", type=float, help="Adam learning rate (default 0.1, the seed's)")

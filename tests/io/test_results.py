@@ -135,6 +135,42 @@ def test_corrupt_middle_line_raises_naming_file_and_line(tmp_path):
         ResultStore(tmp_path).load()
 
 
+def test_parts_of_one_folder_merge_by_id(tmp_path):
+    # Two writers (shards / ranks) in one folder: each appends its own part; every reader sees the union.
+    a, b = ResultStore(tmp_path, part="shard-0-of-2"), ResultStore(tmp_path, part="shard-1-of-2")
+    a.append(record(0))
+    b.append(record(1))
+    a.append(record(2, error="timeout"))
+    b.append(record(2))  # the same sample done again elsewhere, without an error: that record counts
+    assert (tmp_path / "results.shard-0-of-2.jsonl").read_bytes() == jsonl([record(0), record(2, error="timeout")])
+    assert (tmp_path / "results.shard-1-of-2.jsonl").read_bytes() == jsonl([record(1), record(2)])
+    whole = ResultStore(tmp_path)  # the unsharded view (results.jsonl does not exist yet)
+    for store in (a, b, whole):
+        assert store.done_ids() == {"s0", "s1", "s2"}
+        assert store.load()["s2"]["error"] is None
+    a.append(record(2, error="timeout again"))  # a later error never hides a success
+    assert whole.load()["s2"]["error"] is None
+    with pytest.raises(ValueError, match="part name"):
+        ResultStore(tmp_path, part="../x")
+
+
+def test_another_parts_torn_line_is_skipped_not_rewritten(tmp_path):
+    # The last line of another writer's part may be cut off (or still being written): never touch that file.
+    other = tmp_path / "results.shard-1-of-2.jsonl"
+    torn = jsonl([record(1)]) + b'{"id": "s3", "pre'
+    other.write_bytes(torn)
+    mine = ResultStore(tmp_path, part="shard-0-of-2")
+    mine.append(record(0))
+    assert mine.done_ids() == {"s0", "s1"}  # s3 runs again
+    assert other.read_bytes() == torn
+    # its own writer repairs it when it resumes
+    assert ResultStore(tmp_path, part="shard-1-of-2").done_ids() == {"s0", "s1"}
+    assert other.read_bytes() == jsonl([record(1)])
+    other.write_bytes(b'{"id": "s1", "pre\n' + jsonl([record(5)]))  # damage before the last line: say where
+    with pytest.raises(ResultsFileError, match=r"results\.shard-1-of-2\.jsonl, line 1"):
+        mine.load()
+
+
 _WRITER = """
 import sys
 from gcache.io import ResultStore

@@ -4,6 +4,10 @@ Each record is one JSON line with a string ``"id"``; it is written with a single
 then flushed and fsynced before :meth:`ResultStore.append` returns. A crash can therefore leave at
 most one damaged line, the last one; :meth:`ResultStore.load` drops it (with a warning) and
 rewrites the file without it, so a resumed run re-does that one sample and nothing else.
+
+Several processes can fill one run folder (``gcache eval --shard i/n``, torchrun ranks): each writes its own
+part, ``results.<part>.jsonl``, and every reader merges all parts by id. A part has one writer, so appends
+never interleave, and parts written on different machines merge by copying them into one folder.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ class ResultsFileError(ValueError):
 
 
 class ResultStore:
-    """``out_dir/results.jsonl``: append records, reload them by id to resume a run.
+    """``out_dir/results.jsonl`` (or one part of it): append records, reload them by id to resume a run.
 
-    Assumes one writer at a time. When several records share an id, the last one wins (a retried
-    sample is appended again rather than edited in place).
+    Assumes one writer per part. Reading merges every part in the folder: when several records share an
+    id, one without an error beats one with an error, and otherwise the later one wins (parts in order
+    of modification, lines in file order; a retried sample is appended again rather than edited in place).
 
     Args:
         out_dir (str | Path): Run directory; created on the first :meth:`append`.
         secrets (Iterable[str | None]): Strings never to write (see :func:`redact`). Default is ().
+        part (str | None): This writer's part of the folder (e.g. ``"shard-0-of-2"``): records go to
+            ``results.<part>.jsonl``. Default is None (``results.jsonl``).
 
     >>> store = ResultStore(tmp_path)  # doctest: +SKIP
     >>> store.append({"id": "gsm8k-test-0", "correct": True, "error": None})  # doctest: +SKIP
@@ -43,10 +50,13 @@ class ResultStore:
     """
 
     filename = "results.jsonl"
+    part_pattern = "results.*.jsonl"  # the parts of other writers (shards, ranks)
 
-    def __init__(self, out_dir: str | Path, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, out_dir: str | Path, secrets: Iterable[str | None] = (), part: str | None = None) -> None:
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / self.filename
+        if part is not None and (not part or "/" in part or part.startswith(".")):
+            raise ValueError(f"a results part name must be a plain file-name piece, got {part!r}")
+        self.path = self.out_dir / (self.filename if part is None else f"results.{part}.jsonl")
         self._secrets = [s for s in secrets if s]
         self._tail_checked = False  # appending after a torn last line would bury it mid-file
 
@@ -65,8 +75,11 @@ class ResultStore:
                 ``"id"`` (the message names the file and line).
         """
         by_id: dict[str, dict] = {}
-        for record in self._read():
-            by_id[record["id"]] = record
+        for path in self.part_paths():
+            for record in self._read() if path == self.path else self._read_other(path):
+                kept = by_id.get(record["id"])
+                if kept is None or record.get("error") is None or kept.get("error") is not None:
+                    by_id[record["id"]] = record
         if retry_errors:
             by_id = {k: r for k, r in by_id.items() if r.get("error") is None}
         return by_id
@@ -100,38 +113,43 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def part_paths(self) -> list[Path]:
+        """Every part of the folder (this writer's included, even before it exists), oldest first."""
+        paths = {self.path, *(p for p in self.out_dir.glob(self.filename) if p.is_file()),
+                 *(p for p in self.out_dir.glob(self.part_pattern) if p.is_file())}
+
+        def age(path: Path) -> tuple[int, str]:
+            try:
+                return path.stat().st_mtime_ns, path.name
+            except FileNotFoundError:  # this writer's part, not written yet
+                return 0, path.name
+
+        return sorted(paths, key=age)
+
     def _read(self) -> list[dict]:
-        """Parse the file; drop and repair a damaged last line; raise on damage before it."""
+        """Parse this writer's part; drop and repair a damaged last line; raise on damage before it."""
         self._tail_checked = True
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()  # the file ends with a newline, as it should
-        records, offset = [], 0
-        for lineno, raw in enumerate(lines, start=1):
-            is_last = lineno == len(lines)
-            try:
-                record = json.loads(raw)
-                if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-                    raise ValueError("not a JSON object with a string 'id'")
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
-                if not is_last:
-                    raise ResultsFileError(
-                        f"{self.path}, line {lineno}: corrupt record ({e}); only the last line can be "
-                        "cut off by a crash, so this file was damaged otherwise: fix or delete that line"
-                    ) from None
-                logger.warning(
-                    "%s, line %d: dropping a truncated last record (%d bytes: %r); its sample will run again",
-                    self.path, lineno, len(raw), raw[:80],
-                )
-                self._rewrite(data[:offset])
-                return records
-            records.append(record)
-            offset += len(raw) + 1
-        if data and not data.endswith(b"\n"):
+        records, torn_at = _parse(self.path, data)
+        if torn_at is not None:
+            logger.warning("%s, line %d: dropping a truncated last record (%d bytes: %r); its sample will run "
+                           "again", self.path, len(records) + 1, len(data) - torn_at, data[torn_at:torn_at + 80])
+            self._rewrite(data[:torn_at])
+        elif data and not data.endswith(b"\n"):
             self._rewrite(data + b"\n")  # whole record, lost newline: the next append must not join it
+        return records
+
+    def _read_other(self, path: Path) -> list[dict]:
+        """Parse another writer's part, read-only: its last line may be torn, or still being written."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        records, torn_at = _parse(path, data)
+        if torn_at is not None:
+            logger.debug("%s: skipping an incomplete last line (its writer repairs it on resume)", path)
         return records
 
     def _rewrite(self, data: bytes) -> None:
@@ -140,6 +158,33 @@ class ResultStore:
 
     def __repr__(self) -> str:
         return f"ResultStore(path={str(self.path)!r})"
+
+
+def _parse(path: Path, data: bytes) -> tuple[list[dict], int | None]:
+    """Records of a results file, and the byte offset of a torn last line (None if there is none).
+
+    Raises:
+        ResultsFileError: If a line other than the last is not a JSON object with a string ``"id"``.
+    """
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the file ends with a newline, as it should
+    records, offset = [], 0
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise ValueError("not a JSON object with a string 'id'")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
+            if lineno != len(lines):
+                raise ResultsFileError(
+                    f"{path}, line {lineno}: corrupt record ({e}); only the last line can be "
+                    "cut off by a crash, so this file was damaged otherwise: fix or delete that line"
+                ) from None
+            return records, offset
+        records.append(record)
+        offset += len(raw) + 1
+    return records, None
 
 
 def write_summary(out_dir: str | Path, summary: dict, secrets: Iterable[str | None] = ()) -> Path:

@@ -5,6 +5,10 @@ Writes ``OUT/results.jsonl`` (one object per question, appended and fsynced as e
 
     gcache eval --method latentmas_seq --dataset gsm8k --data ../shared/data/gsm8k/test.jsonl --limit 8 \\
         --model smollm2 --out runs/latentmas
+
+``--shard i/n`` runs every n-th question into the same ``--out`` (its own part of the results, merged by id), and
+under ``torchrun`` the ranks split the questions the same way; rank 0 writes the summary once all have finished
+(:mod:`gcache.distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm import tqdm
 
 from gcache.api.pricing import PriceTable
 from gcache.config import ConfigError, RunConfig, compare_identity
+from gcache.distributed import Distributed, Shard
 from gcache.io import ResultStore, atomic_write_json, write_summary
 from gcache.recipes import _components as C
 
@@ -39,10 +44,24 @@ class EvalRecipe:
         self.engine = None
         self.api = None
         self.team = None
+        self.dist = Distributed(cfg.device)
+        # this process's questions: its --shard, split again among torchrun's ranks
+        shard = Shard.parse(cfg.shard) if cfg.shard else Shard()
+        self.shard = shard.split(self.dist.world.size, self.dist.world.rank)
+        if self.dist.enabled and cfg.device_map:
+            raise ConfigError("--device-map spreads one model over all visible GPUs, which torchrun's ranks would "
+                              "share: run one process per group of GPUs (CUDA_VISIBLE_DEVICES) with --shard instead")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the summary (always, unless it is a torchrun rank other than 0)."""
+        return self.dist.world.is_main
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         cfg = self.cfg
+        self.dist.setup()
+        cfg.device = self.dist.device  # under torchrun, rank r takes cuda:<local rank>
         if cfg.checkpoint:
             self.ckpt = C.load_checkpoint(cfg.checkpoint)
             C.apply_checkpoint_config(cfg, self.ckpt)
@@ -56,7 +75,7 @@ class EvalRecipe:
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
         self.prices = PriceTable.load(cfg.prices) if cfg.prices else PriceTable()
         secrets = [self.api.settings.api_key] if self.api is not None else []
-        self.store = ResultStore(self.out, secrets=secrets)
+        self.store = ResultStore(self.out, secrets=secrets, part=self.shard.part)
         self.secrets = secrets
         self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
         if cfg.learned:
@@ -92,17 +111,22 @@ class EvalRecipe:
     def run(self) -> dict:
         cfg = self.cfg
         done = self.store.done_ids(retry_errors=cfg.retry_errors)
-        todo = [ex for ex in self.examples if ex.id not in done]
-        logger.info("%d questions, %d already done, %d to run", len(self.examples), len(self.examples) - len(todo),
-                    len(todo))
-        with tqdm(total=len(self.examples), initial=len(self.examples) - len(todo), desc=cfg.method,
-                  unit="q", dynamic_ncols=True) as bar:
+        mine = self.shard.select(self.examples)
+        todo = [ex for ex in mine if ex.id not in done]
+        logger.info("%d questions%s, %d already done, %d to run", len(mine),
+                    f" (shard {self.shard} of {len(self.examples)})" if self.shard.count > 1 else "",
+                    len(mine) - len(todo), len(todo))
+        with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=cfg.method, unit="q", dynamic_ncols=True,
+                  disable=not self.is_main) as bar:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
                 for record in self._run_batch(batch):
                     self.store.append(record)
                 bar.update(len(batch))
-        return self.summary()
+        ran = self.dist.gather(len(todo), "the summary")  # waits until every rank has finished its questions
+        if self.dist.enabled and self.is_main:
+            logger.info("questions run per rank: %s", ran)
+        return self.summary(write=self.is_main)
 
     def _graphs(self, batch) -> list:
         if self.team is None:
@@ -159,7 +183,8 @@ class EvalRecipe:
             record["graph"] = graph.to_dict()
         return record
 
-    def summary(self) -> dict:
+    def summary(self, write: bool = True) -> dict:
+        """Totals over every finished question in ``--out`` (all shards' parts); written to summary.json."""
         records = self.store.records()
         ids = {ex.id for ex in self.examples}
         records = [r for r in records if r["id"] in ids]
@@ -191,8 +216,10 @@ class EvalRecipe:
             },
             "config": self.cfg.to_dict(),
         }
-        write_summary(self.out, summary, secrets=self.secrets)
+        if write:
+            write_summary(self.out, summary, secrets=self.secrets)
         return summary
 
     def cleanup(self) -> None:
         self.engine = None
+        self.dist.cleanup()

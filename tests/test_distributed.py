@@ -1,0 +1,187 @@
+"""Scale-out of ``gcache eval``: ``--shard i/n`` into one folder, torchrun ranks (gloo), a killed rank.
+
+The reference of every check is an ordinary one-process run of the same command: sharded and distributed runs
+must give every question once, with the same record (question, output, tokens) for each question id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gcache.cli import main
+from gcache.distributed import Shard, World
+from gcache.io import ResultStore
+
+FAST = ["--model", "tiny-random-qwen3", "--max-new-tokens", "12", "--batch-size", "2"]
+# what must not depend on how the questions were spread (timings may)
+SAME = ("question", "gold", "output", "prediction", "correct", "prompt_tokens", "completion_tokens", "error")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def write_questions(path: Path, n: int) -> Path:
+    """``n`` distinct questions (the tiny random model's answers differ between most of them)."""
+    forms = ["Ann has {a} pens and buys {b} more. How many pens?", "A box holds {a} eggs. How many eggs in {b} boxes?",
+             "Zed ran {a} km then {b} km. Total?", "What is {a} times {b}?"]
+    rows = [{"question": forms[i % 4].format(a=3 + i, b=7 + 2 * i), "answer": f"#### {10 + 3 * i}"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def merged(out: Path) -> dict[str, dict]:
+    return {k: {f: r[f] for f in SAME} for k, r in ResultStore(out).load().items()}
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def torchrun(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "gcache", *args]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """``(questions file, records by id)`` of one ordinary process over 8 questions."""
+    root = tmp_path_factory.mktemp("reference")
+    data = write_questions(root / "q8.jsonl", 8)
+    assert main(["eval", "--method", "single", "--data", str(data), "--out", str(root / "one"), *FAST]) == 0
+    records = merged(root / "one")
+    assert len(records) == 8 and len({r["output"] for r in records.values()}) > 4  # answers tell questions apart
+    return data, records
+
+
+# ---------------------------------------------------------------------------- shards
+
+
+def test_shard_parse_select_split():
+    items = list(range(11))
+    shard = Shard.parse(" 1 / 3 ")
+    assert shard == Shard(1, 3) and str(shard) == "1/3" and shard.part == "shard-1-of-3"
+    assert shard.select(items) == [1, 4, 7, 10]
+    # the ranks of a shard split it into disjoint parts that together are the shard
+    parts = [shard.split(world_size=2, rank=r).select(items) for r in range(2)]
+    assert parts == [[1, 7], [4, 10]]
+    assert Shard().part is None and Shard().select(items) == items
+    for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="shard"):
+            Shard.parse(bad)
+
+
+def test_world_from_env(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert World.from_env() == World(0, 1, 0) and World.from_env().is_main
+    monkeypatch.setenv("RANK", "3"), monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("LOCAL_RANK", "1")
+    assert World.from_env() == World(3, 4, 1) and not World.from_env().is_main
+
+
+def test_bad_shard_is_one_clear_line(tmp_path, capsys, reference):
+    data, _ = reference
+    assert main(["eval", "--method", "single", "--data", str(data), "--shard", "2/2", "--out", str(tmp_path), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "--shard" in err and "0 <= i < n" in err and "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_two_shards_into_one_folder_give_every_question_once(tmp_path, reference):
+    data, expected = reference
+    out = tmp_path / "sharded"
+    args = ["eval", "--method", "single", "--data", str(data), "--out", str(out), *FAST]
+    assert main([*args, "--shard", "0/2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["questions"] == 8 and summary["counts"]["answered"] == 4  # what is done so far
+    assert merged(out) == {k: expected[k] for k in ("gsm8k-test-0", "gsm8k-test-2", "gsm8k-test-4", "gsm8k-test-6")}
+    part0 = out / "results.shard-0-of-2.jsonl"
+    mtime = part0.stat().st_mtime_ns
+    assert main([*args, "--shard", "0/2"]) == 0  # resumes that shard: nothing left to do, nothing rewritten
+    assert part0.stat().st_mtime_ns == mtime
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert merged(out) == expected
+    assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.shard-0-of-2.jsonl",
+                                                                  "results.shard-1-of-2.jsonl"]
+    assert lines(part0) == 4 and lines(out / "results.shard-1-of-2.jsonl") == 4  # every question once
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["answered"] == 8 and summary["totals"]["completion_tokens"] == sum(
+        r["completion_tokens"] for r in expected.values())
+
+
+@pytest.mark.integration
+def test_whole_run_after_one_shard_runs_only_the_rest(tmp_path, reference):
+    data, expected = reference
+    out = tmp_path / "mixed"
+    args = ["eval", "--method", "single", "--data", str(data), "--out", str(out), *FAST]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert main(args) == 0  # no --shard: one process finishes what the shard left
+    assert lines(out / "results.jsonl") == 4 and merged(out) == expected
+
+
+# ---------------------------------------------------------------------------- torchrun
+
+
+@pytest.mark.integration
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, reference):
+    data, expected = reference
+    out = tmp_path / "ranks"
+    proc = subprocess.run(torchrun(2, "eval", "--method", "single", "--data", str(data), "--out", str(out), *FAST),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert merged(out) == expected
+    assert lines(out / "results.shard-0-of-2.jsonl") == 4 and lines(out / "results.shard-1-of-2.jsonl") == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"questions": 8, "answered": 8, "correct": 0, "errors": 0}
+    printed = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert len(printed) == 1 and printed[0]["counts"]["answered"] == 8  # rank 0 reports, once
+
+
+def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The pid of a torchrun worker of a given rank: a child of the launcher with RANK=<rank> in its environment."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher.pid and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_killed_rank_fails_clearly_and_rerun_loses_nothing(tmp_path):
+    data = write_questions(tmp_path / "q.jsonl", 48)
+    out = tmp_path / "killed"
+    cmd = torchrun(2, "eval", "--method", "single", "--data", str(data), "--out", str(out), "--model",
+                   "tiny-random-qwen3", "--max-new-tokens", "8", "--batch-size", "1")
+    launcher = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part1 = out / "results.shard-1-of-2.jsonl"
+    deadline = time.time() + 240
+    while lines(part1) < 2:
+        assert launcher.poll() is None and time.time() < deadline, "rank 1 wrote no results"
+        time.sleep(0.02)
+    pid = _rank_pid(launcher, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert "rank      : 1" in err and "SIGKILL" in err  # torchrun names the rank that died and how
+    assert "rerun the same command to resume" in err  # and the surviving rank says what to do
+    before = ResultStore(out).load()
+    assert 2 <= len(before) < 48
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = ResultStore(out).load()
+    assert set(after) == {f"gsm8k-test-{i}" for i in range(48)}
+    assert lines(out / "results.shard-0-of-2.jsonl") + lines(part1) == 48  # no question ran twice
+    assert all(after[k] == r for k, r in before.items())  # finished questions were kept as they were
