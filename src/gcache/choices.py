@@ -58,8 +58,8 @@ def resolve_mode(mode: str) -> str:
 def resolve_dtype_name(dtype: str, device: str = "cpu", device_map: str | None = None) -> str:
     """The torch dtype name a ``--dtype`` stands for on ``device``.
 
-    ``auto`` is bfloat16 where the weights go to a GPU (``device`` cuda, or a ``device_map`` other than ``cpu``)
-    and float32 on the CPU.
+    ``auto`` is bfloat16 where the weights go to a GPU (``device`` cuda, a device-map strategy, or a map that
+    names a GPU) and float32 on the CPU.
 
     Raises:
         ValueError: an unknown dtype (the message lists the valid ones).
@@ -71,5 +71,7 @@ def resolve_dtype_name(dtype: str, device: str = "cpu", device_map: str | None =
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if DTYPES[dtype] != "auto":
         return DTYPES[dtype]
-    on_gpu = device.startswith("cuda") or (device_map is not None and device_map != "cpu")
+    from gcache.device_map import uses_gpu  # torch-free
+
+    on_gpu = device.startswith("cuda") or uses_gpu(device_map)
     return "bfloat16" if on_gpu else "float32"

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--name", help="model name clients use (default: --model)")
     sv.add_argument("--dtype", default="auto")
     sv.add_argument("--device", default="cpu")
+    sv.add_argument("--device-map", dest="device_map", help="spread the model over devices, as for gcache eval")
     sv.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=8)
 
     pl = sub.add_parser("plot", help="draw a checkpoint's learned topology and training curves to PNG")
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         from gcache.recipes.serve import ServeRecipe
 
         recipe = ServeRecipe(model=args.model, port=args.port, host=args.host, name=args.name, dtype=args.dtype,
-                             device=args.device, max_batch_size=args.max_batch_size)
+                             device=args.device, device_map=args.device_map, max_batch_size=args.max_batch_size)
         recipe.setup()
         recipe.run()
         return 0

@@ -29,12 +29,12 @@ from gcache.choices import (
     TOPOLOGIES,
     resolve_dtype_name,
 )
+from gcache.device_map import parse_device_map
 from gcache.methods import MethodError, get_method, identity_keys, list_methods
 
 __all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity"]
 
 _DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
-_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 class ConfigError(ValueError):
@@ -148,9 +148,11 @@ class RunConfig:
         choice("dtype", tuple(DTYPES))
         if not _DEVICE.match(self.device):
             fail("device", f"--device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
-        if self.device_map is not None and self.device_map not in _DEVICE_MAPS and not _DEVICE.match(self.device_map):
-            fail("device_map", f"--device-map: {self.device_map!r} is neither a device nor one of "
-                               f"{', '.join(_DEVICE_MAPS)}")
+        if self.device_map is not None:
+            try:
+                parse_device_map(self.device_map)  # torch-free: a strategy, a device, a JSON map or a map file
+            except ValueError as err:
+                fail("device_map", f"--device-map: {err}")
         if self.shard is not None:
             from gcache.distributed import Shard  # torch-free
 
@@ -251,7 +253,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--dtype", choices=tuple(DTYPES), metavar="DTYPE",
       help="auto, float32, bfloat16 or float16 (default auto: bf16 on CUDA, fp32 on CPU)")
     a("--device", help="cpu, cuda, cuda:1 ... (default cpu)")
-    a("--device-map", dest="device_map", help="transformers device_map, e.g. auto (needs accelerate)")
+    a("--device-map", dest="device_map",
+      help="spread the model over devices (accelerate): auto, or a JSON map / .json / .yaml file of module -> "
+           "device (0, cuda:1, cpu, disk); see docs/scale-out.md")
     a("--mode", choices=MODES + tuple(MODE_ALIASES), help="local (KV messages), hybrid (local latents, API answers; alias local_cache = local), api")
     a("--latent-steps", dest="latent_steps", type=int, help="latent thoughts per latent agent (default 4)")
     a("--no-realign", dest="realign", action="store_const", const=False, help="feed hidden states back unaligned")

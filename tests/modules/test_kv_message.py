@@ -119,6 +119,25 @@ def test_pure_ops_never_mutate():
     assert_unchanged(msg, snap)
 
 
+def test_layers_stay_on_their_own_devices():
+    # A model spread over devices keeps each layer's cache where that layer computes. Torch has one CPU device,
+    # so "meta" (shapes only) stands in for a second one here; the bookkeeping stays on the first device.
+    empty = KVMessage.empty(num_layers=2, batch=1, n_kv=2, head_dim=4, layer_devices=["cpu", "meta"])
+    assert [k.device.type for k in empty.keys] == ["cpu", "meta"] and empty.valid.device.type == "cpu"
+    with pytest.raises(ValueError, match="2 layer devices for 3 layers"):
+        KVMessage.empty(num_layers=3, batch=1, n_kv=2, head_dim=4, layer_devices=["cpu", "meta"])
+    cpu = make_message([R, P, L, L], [[0, 1, 2, 3]], [[True] * 4])
+    split = KVMessage(tuple(k.to(d) for k, d in zip(cpu.keys, ("cpu", "meta"))),
+                      tuple(v.to(d) for v, d in zip(cpu.values, ("cpu", "meta"))), cpu.valid, cpu.positions, cpu.kinds)
+    outs = [split.message("own", 1), split.message("latent", 1), split.slice(2), KVMessage.concat([split, split])]
+    assert [o.length for o in outs] == [3, 2, 2, 8]
+    for out in outs:
+        assert [k.device.type for k in out.keys] == [v.device.type for v in out.values] == ["cpu", "meta"]
+        assert out.valid.device.type == out.positions.device.type == "cpu"
+    assert torch.equal(outs[1].keys[0], cpu.keys[0][:, :, 2:4])
+    assert [k.device.type for k in split.to("meta").keys] == ["meta", "meta"]  # .to() gathers them on one
+
+
 # --------------------------------------------------------------------------------- messages from real runs
 @torch.no_grad()
 def test_message_slices_from_engine_run(engine):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,13 @@ def _load_gguf(spec: ModelSpec, dtype: torch.dtype, kwargs: dict):
         os.replace(tmp, cached)
     except OSError as err:  # a read-only home is no reason to fail the run
         logger.warning("could not cache the converted model: %s", err)
+        if "device_map" in kwargs:
+            raise ModelNotFoundError(f"--device-map needs the de-quantised copy of {spec.gguf_file}, which could "
+                                     f"not be written under {cached.parent} ({err}); set GCACHE_CACHE_DIR") from err
+        return model.to(dtype), tok
+    if "device_map" in kwargs:  # dispatch from the safetensors copy just written
+        del model
+        return AutoModelForCausalLM.from_pretrained(cached, **_dtype_kwarg(dtype), **kwargs), tok
     return model.to(dtype), tok
 
 
@@ -192,7 +200,9 @@ def load_model(
         name (str): ``smollm2`` (embedded), a hub id, a local directory or a ``.gguf`` file.
         dtype (str | torch.dtype): weights dtype. Default is ``"auto"`` (bf16 on CUDA, fp32 on CPU).
         device (str): device to move the model to when ``device_map`` is None. Default is ``"cpu"``.
-        device_map (str | None): passed to ``from_pretrained`` (e.g. ``"auto"``, needs accelerate). Default is None.
+        device_map (str | dict | None): spread the model over devices with accelerate: ``"auto"``, a map of
+            module names to devices, or a JSON/YAML file of one (:func:`gcache.device_map.parse_device_map`).
+            Default is None (the whole model on ``device``).
         attn_implementation (str | None): attention implementation; None keeps G-cache's fusing SDPA.
 
     Returns:
@@ -209,13 +219,16 @@ def load_model(
     if name in TINY_MODELS:  # random weights of a real architecture: tests and speed checks without a hub
         from gcache.models._tiny import tiny_random_model
 
+        if device_map is not None:
+            raise ModelNotFoundError(f"{name} is built in memory and cannot be dispatched with --device-map: "
+                                     "save it (save_pretrained) and pass that folder as --model")
         model, tok = tiny_random_model(TINY_MODELS[name], dtype=resolve_dtype(dtype, device, device_map))
         return model.to(device), tok
     spec = resolve_model(name)
     torch_dtype = resolve_dtype(dtype, device, device_map)
     kwargs: dict = {"attn_implementation": attn_implementation or FUSED_ATTENTION}
     if device_map is not None:
-        kwargs["device_map"] = device_map
+        kwargs.update(_dispatch_kwargs(device_map))
     try:
         if spec.gguf_file is not None:
             model, tok = _load_gguf(spec, torch_dtype, kwargs)
@@ -230,7 +243,23 @@ def load_model(
     model.config._attn_implementation = attn_implementation or FUSED_ATTENTION
     if device_map is None:
         model.to(device)
+    elif "offload_folder" in kwargs:
+        weakref.finalize(model, shutil.rmtree, kwargs["offload_folder"], True)  # the folder lives as long as the model
     return prepare_frozen(model, tok)
+
+
+def _dispatch_kwargs(device_map) -> dict:
+    """``from_pretrained`` arguments that spread the model as ``device_map`` says (see gcache.device_map)."""
+    from gcache.device_map import offloads_to_disk, parse_device_map
+
+    kwargs: dict = {"device_map": parse_device_map(device_map)}
+    if offloads_to_disk(kwargs["device_map"]):
+        # Weights mapped to "disk" are read from a safetensors checkpoint where they are; other formats are
+        # written here first. A folder per load, so that two processes never share one.
+        folder = _cache_dir() / "offload"
+        folder.mkdir(parents=True, exist_ok=True)
+        kwargs["offload_folder"] = tempfile.mkdtemp(dir=folder)
+    return kwargs
 
 
 def prepare_frozen(model, tokenizer):

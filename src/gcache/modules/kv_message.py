@@ -13,6 +13,7 @@ Operations return new messages; a received message is never mutated in place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -70,12 +71,23 @@ class KVMessage:
 
     @classmethod
     def empty(cls, *, num_layers: int, batch: int, n_kv: int, head_dim: int, dtype=torch.float32,
-              device: torch.device | str = "cpu") -> "KVMessage":
-        """A message with no slots (the context of a node without predecessors)."""
-        kv = torch.zeros(batch, n_kv, 0, head_dim, dtype=dtype, device=device)  # [b, n_kv, 0, h_d]
+              device: torch.device | str = "cpu",
+              layer_devices: Sequence[torch.device | str] | None = None) -> "KVMessage":
+        """A message with no slots (the context of a node without predecessors).
+
+        Args:
+            device (torch.device | str): where the bookkeeping (``valid``, ``positions``, ``kinds``) lives, and
+                the keys and values unless ``layer_devices`` says otherwise. Default is ``"cpu"``.
+            layer_devices (Sequence | None): the device of each layer's keys and values, for a model spread over
+                devices (each layer's cache stays where that layer computes). Default is None (all on ``device``).
+        """
+        devices = list(layer_devices) if layer_devices is not None else [device] * num_layers
+        if len(devices) != num_layers:
+            raise ValueError(f"{len(devices)} layer devices for {num_layers} layers")
+        kv = tuple(torch.zeros(batch, n_kv, 0, head_dim, dtype=dtype, device=d) for d in devices)  # [b, n_kv, 0, h_d]
         return cls(
-            keys=(kv,) * num_layers,
-            values=(kv,) * num_layers,
+            keys=kv,
+            values=kv,
             valid=torch.zeros(batch, 0, dtype=torch.bool, device=device),
             positions=torch.zeros(batch, 0, dtype=torch.long, device=device),
             kinds=torch.zeros(0, dtype=torch.long, device=device),
@@ -107,9 +119,10 @@ class KVMessage:
     def select(self, slot_mask: torch.Tensor) -> "KVMessage":
         """Keep the slots where ``slot_mask [s]`` is True (same slots for every row)."""
         idx = slot_mask.nonzero(as_tuple=True)[0]
+        # layers may live on different devices (a model spread over GPUs): index each where it is
         return KVMessage(
-            keys=tuple(k.index_select(2, idx) for k in self.keys),  # [b, n_kv, s', h_d]
-            values=tuple(v.index_select(2, idx) for v in self.values),
+            keys=tuple(k.index_select(2, idx.to(k.device)) for k in self.keys),  # [b, n_kv, s', h_d]
+            values=tuple(v.index_select(2, idx.to(v.device)) for v in self.values),
             valid=self.valid.index_select(1, idx),
             positions=self.positions.index_select(1, idx),
             kinds=self.kinds.index_select(0, idx),
@@ -127,6 +140,7 @@ class KVMessage:
                          torch.full_like(self.kinds, SlotKind.RECEIVED))
 
     def to(self, device: torch.device | str) -> "KVMessage":
+        """Everything on one device (also gathers the layers of a message spread over devices)."""
         return KVMessage(tuple(k.to(device) for k in self.keys), tuple(v.to(device) for v in self.values),
                          self.valid.to(device), self.positions.to(device), self.kinds.to(device))
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gcache.models._dispatch import execution_device, layer_devices
 from gcache.modules.attention import build_attention_mask
 from gcache.modules.kv_message import KVMessage, SlotKind
 
@@ -141,9 +142,23 @@ class LatentEngine:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     # ------------------------------------------------------------------ basics
+    # A model dispatched over devices (--device-map) computes each part where accelerate put it, whatever device
+    # its (possibly offloaded) parameters show; inputs go where the embeddings compute, each layer's cache stays
+    # where that layer computes, and logits come out where the LM head computes.
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the input embeddings compute: token ids, masks and positions live here."""
+        return execution_device(self.model.get_input_embeddings())
+
+    @property
+    def output_device(self) -> torch.device:
+        """Where the LM head computes (the logits' device)."""
+        return execution_device(self.model.get_output_embeddings())
+
+    @property
+    def layer_devices(self) -> list[torch.device]:
+        """Where each decoder layer computes, and so where its keys and values are kept."""
+        return layer_devices(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -161,13 +176,17 @@ class LatentEngine:
 
     def empty_context(self, batch: int) -> KVMessage:
         return KVMessage.empty(num_layers=self.num_layers, batch=batch, n_kv=self.n_kv, head_dim=self.head_dim,
-                               dtype=self.dtype, device=self.device)
+                               dtype=self.dtype, device=self.device, layer_devices=self.layer_devices)
 
     def realignment(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W_a [d, d], target_norm)`` in the model dtype, built once and reused."""
         if self._realign_cache is None:
-            w_in = self.model.get_input_embeddings().weight.detach()
-            w_out = self.model.get_output_embeddings().weight.detach()
+            from accelerate.utils import align_module_device
+
+            embed, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+            with align_module_device(embed), align_module_device(head):  # offloaded weights, brought in for this
+                w_in = embed.weight.detach()
+                w_out = head.weight.detach().to(w_in.device)  # the head may sit on another GPU than the embeddings
             if self.realign:
                 w_a, norm = realignment_matrix(w_in, w_out, self.lam)
             else:
@@ -203,6 +222,7 @@ class LatentEngine:
         from transformers import DynamicCache
 
         b, t, _ = inputs_embeds.shape
+        new_valid = new_valid.to(ctx.valid.device)  # decoding makes it where the logits are (the LM head's device)
         start = ctx.next_position()  # [b]
         offsets = new_valid.long().cumsum(dim=1) - 1  # [b, t] index among the row's real new slots
         positions = (start[:, None] + offsets.clamp_min(0)).masked_fill(~new_valid, -1)  # [b, t]
@@ -267,7 +287,7 @@ class LatentEngine:
     def latent_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
         """``e = normalise(h · W_a)``: a last-layer hidden state ``[b, d]`` as the next input embedding ``[b, d]``."""
         w_a, target_norm = self.realignment()
-        e = hidden.to(w_a.dtype) @ w_a  # [b, d]
+        e = hidden.to(w_a.device, w_a.dtype) @ w_a  # [b, d], where the embeddings are (hidden: the last layer's device)
         return e * (target_norm / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
     def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None):
@@ -338,7 +358,7 @@ class LatentEngine:
         with torch.enable_grad():
             _, _, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.PROMPT, fuser_bias, logits="all")
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [b, t-1, v] predicts slot i+1
-            target = ids[:, 1:]  # [b, t-1]
+            target = ids[:, 1:].to(logp.device)  # [b, t-1]
             token_logp = logp.gather(-1, target[..., None]).squeeze(-1)  # [b, t-1]
             t = ids.shape[1]
             losses = []

@@ -158,7 +158,7 @@ class GraphExecutor:
         self.extract = extract
         # torch samples only with a generator on the logits' device (a CPU one fails on CUDA logits): put it
         # where the LM head writes them.
-        device = engine.model.get_output_embeddings().weight.device if engine is not None else "cpu"
+        device = engine.output_device if engine is not None else "cpu"
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     # ------------------------------------------------------------------ public

@@ -24,7 +24,7 @@ class EngineChatBackend:
     def __init__(self, engine: LatentEngine, seed: int = 0) -> None:
         self.engine = engine
         # sampling needs a generator on the device of the logits
-        self.generator = torch.Generator(device=engine.model.get_output_embeddings().weight.device).manual_seed(seed)
+        self.generator = torch.Generator(device=engine.output_device).manual_seed(seed)
 
     def chat(self, messages_batch, *, max_new_tokens: int, temperature: float, top_p: float) -> list[Completion]:
         cfg = DecodeConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
@@ -39,17 +39,19 @@ class ServeRecipe:
     """Load a model and serve it on ``host:port`` until interrupted."""
 
     def __init__(self, *, model: str, port: int, host: str = "127.0.0.1", name: str | None = None,
-                 dtype: str = "auto", device: str = "cpu", max_batch_size: int = 8, api_key: str | None = None) -> None:
+                 dtype: str = "auto", device: str = "cpu", device_map: str | None = None, max_batch_size: int = 8,
+                 api_key: str | None = None) -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"port must be in 0..65535, got {port}")
         self.model, self.port, self.host = model, port, host
         self.name = name or model
         self.dtype, self.device, self.max_batch_size, self.api_key = dtype, device, max_batch_size, api_key
+        self.device_map = device_map
 
     def setup(self):
         from gcache.models import load_model
 
-        model, tokenizer = load_model(self.model, dtype=self.dtype, device=self.device)
+        model, tokenizer = load_model(self.model, dtype=self.dtype, device=self.device, device_map=self.device_map)
         self.app = build_app(EngineChatBackend(LatentEngine(model, tokenizer)), self.name,
                              max_batch_size=self.max_batch_size, api_key=self.api_key)
         return self.app
