@@ -124,6 +124,24 @@ def test_whole_run_after_one_shard_runs_only_the_rest(tmp_path, reference):
     assert lines(out / "results.jsonl") == 4 and merged(out) == expected
 
 
+@pytest.mark.integration
+def test_parts_from_two_machines_merge_by_copying(tmp_path, reference, caplog):
+    # Machines without a shared disk: each fills its own folder; copying the parts together is the merge.
+    data, expected = reference
+    args = ["eval", "--method", "single", "--data", str(data), *FAST]
+    for k in range(2):
+        assert main([*args, "--shard", f"{k}/2", "--out", str(tmp_path / f"machine{k}")]) == 0
+    part = "results.shard-1-of-2.jsonl"
+    (tmp_path / "machine0" / part).write_bytes((tmp_path / "machine1" / part).read_bytes())
+    with caplog.at_level("INFO", logger="gcache.recipes.eval"):
+        assert main([*args, "--out", str(tmp_path / "machine0")]) == 0  # the whole command, to sum up
+    assert "no model is loaded" in caplog.text  # nothing was left to run
+    assert not (tmp_path / "machine0" / "results.jsonl").exists()
+    assert merged(tmp_path / "machine0") == expected
+    summary = json.loads((tmp_path / "machine0" / "summary.json").read_text())
+    assert summary["counts"]["answered"] == 8
+
+
 # ---------------------------------------------------------------------------- torchrun
 
 

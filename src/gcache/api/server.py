@@ -206,6 +206,7 @@ class _Batcher:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gcache-backend")
         while batch := self._next_batch():
             max_new_tokens, temperature, top_p = batch[0].params
+            logger.debug("backend call: batch of %d requests, %d waiting", len(batch), self.queued)
             call = functools.partial(
                 self.backend.chat,
                 [job.messages for job in batch],

@@ -77,6 +77,19 @@ class EvalRecipe:
         secrets = [self.api.settings.api_key] if self.api is not None else []
         self.store = ResultStore(self.out, secrets=secrets, part=self.shard.part)
         self.secrets = secrets
+        done = self.store.done_ids(retry_errors=cfg.retry_errors)
+        self.mine = self.shard.select(self.examples)
+        self.todo = [ex for ex in self.mine if ex.id not in done]
+        if self.todo:
+            self._build_agents()
+        else:  # e.g. summing up shard parts copied together: no model to load
+            logger.info("nothing left to run here: no model is loaded")
+        # Written only now that setup succeeded: a failed start leaves nothing that blocks the corrected command.
+        atomic_write_json(self.out / "config.json", {"identity": self.identity, "config": cfg.to_dict()})
+
+    def _build_agents(self) -> None:
+        """The local model, the learned team (with its checkpoint) and the executor."""
+        cfg = self.cfg
         self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
         if cfg.learned:
             self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
@@ -89,8 +102,6 @@ class EvalRecipe:
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
-        # Written only now that setup succeeded: a failed start leaves nothing that blocks the corrected command.
-        atomic_write_json(self.out / "config.json", {"identity": self.identity, "config": cfg.to_dict()})
 
     def _check_resume(self) -> None:
         """Refuse to mix results of different experiments in one folder (a folder without results is free)."""
@@ -110,9 +121,7 @@ class EvalRecipe:
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         cfg = self.cfg
-        done = self.store.done_ids(retry_errors=cfg.retry_errors)
-        mine = self.shard.select(self.examples)
-        todo = [ex for ex in mine if ex.id not in done]
+        mine, todo = self.mine, self.todo
         logger.info("%d questions%s, %d already done, %d to run", len(mine),
                     f" (shard {self.shard} of {len(self.examples)})" if self.shard.count > 1 else "",
                     len(mine) - len(todo), len(todo))

@@ -1,0 +1,104 @@
+"""Text agents on a serving engine (vLLM, SGLang, ...): ``gcache serve`` stands in for the OpenAI-compatible server.
+
+The reference is the same text team on the local model: with greedy decoding and the same model behind the
+server, every agent must write exactly what it writes locally, with the server batching concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gcache.cli import main
+from gcache.io import ResultStore
+
+pytestmark = pytest.mark.integration
+
+MODEL = ["--model", "tiny-random-qwen3", "--max-new-tokens", "10", "--batch-size", "4"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    """``(base URL, log file)`` of ``gcache serve`` over the tiny random Qwen3, batching up to 4 requests."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gcache", "--log-level", "DEBUG", "serve", "--model",
+                                 "tiny-random-qwen3", "--port", str(port), "--max-batch-size", "4"],
+                                stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/models", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"gcache serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    yield base, log
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _batch_sizes(log: Path) -> list[int]:
+    return [int(m) for m in re.findall(r"backend call: batch of (\d+) requests", log.read_text())]
+
+
+def _questions(path: Path, n: int = 4) -> Path:
+    forms = ["Ann has {a} pens and buys {b} more. How many pens?", "What is {a} times {b}?"]
+    path.write_text("".join(json.dumps({"question": forms[i % 2].format(a=3 + i, b=7 + 2 * i),
+                                        "answer": f"#### {i}"}) + "\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("method", ["single", "text_chain"])
+def test_text_agents_on_a_server_write_what_local_agents_write(tiny_server, tmp_path, method):
+    url, log = tiny_server
+    data = _questions(tmp_path / "q.jsonl")
+    base = ["eval", "--method", method, "--data", str(data), *MODEL]
+    assert main([*base, "--mode", "local", "--out", str(tmp_path / "local")]) == 0
+    calls = len(_batch_sizes(log))
+    assert main([*base, "--mode", "api", "--base-url", url, "--api-key", "EMPTY", "--api-model",
+                 "tiny-random-qwen3", "--api-concurrency", "4", "--out", str(tmp_path / "served")]) == 0
+    local, served = ResultStore(tmp_path / "local").load(), ResultStore(tmp_path / "served").load()
+    assert len(local) == len(served) == 4
+    assert len({r["output"] for r in local.values()}) > 1  # the questions make a difference
+    for key, mine in local.items():
+        theirs = served[key]
+        assert theirs["error"] is None and theirs["prompt_tokens"] == 0  # nothing ran on a local model
+        assert theirs["output"] == mine["output"]
+        assert theirs.get("agent_outputs") == mine.get("agent_outputs")  # every agent, not only the last
+        assert theirs["api_completion_tokens"] == mine["completion_tokens"]  # the server counts the same tokens
+        assert len(theirs["api_sent"]) == (1 if method == "single" else 4)
+    sizes = _batch_sizes(log)[calls:]
+    assert sum(sizes) == 4 * (1 if method == "single" else 4) and max(sizes) > 1  # the server batched requests
+
+
+def test_hybrid_answers_on_a_server(tiny_server, tmp_path):
+    data = _questions(tmp_path / "q.jsonl")
+    out = tmp_path / "hybrid"
+    assert main(["eval", "--method", "latentmas_seq", "--mode", "hybrid", "--data", str(data), "--latent-steps", "2",
+                 "--base-url", tiny_server[0], "--api-key", "EMPTY", "--api-model", "tiny-random-qwen3",
+                 "--out", str(out), *MODEL]) == 0
+    for r in ResultStore(out).records():
+        # the latent agents think on the local model; only the judger's turn goes to the server
+        assert r["error"] is None and r["latent_steps"] == 3 * 2 and r["prompt_tokens"] > 0
+        assert [s["node"] for s in r["api_sent"]] == ["Judger"] and r["api_completion_tokens"] > 0
