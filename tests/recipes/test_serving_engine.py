@@ -7,18 +7,13 @@ server, every agent must write exactly what it writes locally, with the server b
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from gcache.cli import main
+from serve_process import gcache_serve
 from gcache.io import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -26,36 +21,13 @@ pytestmark = pytest.mark.integration
 MODEL = ["--model", "tiny-random-qwen3", "--max-new-tokens", "10", "--batch-size", "4"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory):
     """``(base URL, log file)`` of ``gcache serve`` over the tiny random Qwen3, batching up to 4 requests."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gcache", "--log-level", "DEBUG", "serve", "--model",
-                                 "tiny-random-qwen3", "--port", str(port), "--max-batch-size", "4"],
-                                stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"gcache serve did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield base, log
-    proc.terminate()
-    proc.wait(timeout=30)
+    with gcache_serve("--log-level", "DEBUG", "serve", "--model", "tiny-random-qwen3", "--max-batch-size", "4",
+                      log=log, timeout=120) as base:
+        yield base, log
 
 
 def _batch_sizes(log: Path) -> list[int]:
