@@ -15,32 +15,8 @@ import time
 
 import torch
 
-from gcache.models import prepare_frozen, tiny_tokenizer
-from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
+from gcache.models import QWEN3_SHAPES, random_qwen3
 from gcache.reasoning import DecodeConfig, LatentEngine
-
-# (hidden, layers, heads, kv heads, intermediate, vocab) of the Qwen3 family.
-SHAPES = {
-    "qwen3-0.6b": (1024, 28, 16, 8, 3072, 151936),
-    "qwen3-1.7b": (2048, 28, 16, 8, 6144, 151936),
-    "qwen3-4b": (2560, 36, 32, 8, 9728, 151936),
-    "qwen3-8b": (4096, 36, 32, 8, 12288, 151936),
-}
-
-
-def build(shape: str, dtype: torch.dtype, device: str):
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
-    register_fused_attention()
-    tok = tiny_tokenizer()
-    cfg = Qwen3Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                      intermediate_size=inter, vocab_size=vocab, head_dim=128, tie_word_embeddings=False,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=FUSED_ATTENTION, dtype=dtype)
-    return prepare_frozen(model, tok)
-
 
 def timed(fn, device: str, repeat: int) -> float:
     if device.startswith("cuda"):
@@ -55,7 +31,7 @@ def timed(fn, device: str, repeat: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
+    p.add_argument("--shape", choices=sorted(QWEN3_SHAPES), default="qwen3-0.6b")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
     p.add_argument("--batch", type=int, default=1)
@@ -64,7 +40,7 @@ def main() -> None:
     p.add_argument("--burn-in", type=int, default=2)
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
-    model, tok = build(args.shape, dtype, args.device)
+    model, tok = random_qwen3(args.shape, dtype=dtype, device=args.device)
     engine = LatentEngine(model, tok)
     engine.realignment()  # built once per model, outside the timings
     ids = torch.randint(0, 250, (args.batch, args.context), device=args.device)

@@ -11,6 +11,7 @@ __all__ = [
     "BASELINES",
     "DECISIONS",
     "DTYPES",
+    "ENGINES",
     "FUSER_MODES",
     "MESSAGE_MODES",
     "MODES",
@@ -18,6 +19,7 @@ __all__ = [
     "PRESETS",
     "TOPOLOGIES",
     "resolve_dtype_name",
+    "resolve_engine",
     "resolve_mode",
 ]
 
@@ -41,6 +43,9 @@ BASELINES = ("ma", "none")
 #: ``--dtype`` values and the torch dtype names they stand for (``auto``: bf16 on CUDA, fp32 on CPU).
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
+
+#: ``--engine``: the latent engine (``auto``: ``fast`` on CUDA, ``eager`` elsewhere; see :func:`resolve_engine`).
+ENGINES = ("auto", "eager", "fast")
 
 
 def resolve_mode(mode: str) -> str:
@@ -75,3 +80,23 @@ def resolve_dtype_name(dtype: str, device: str = "cpu", device_map: str | None =
 
     on_gpu = device.startswith("cuda") or uses_gpu(device_map)
     return "bfloat16" if on_gpu else "float32"
+
+
+def resolve_engine(engine: str, device) -> str:
+    """The engine ``--engine`` stands for where the model lives: ``auto`` is ``fast`` on CUDA, ``eager`` elsewhere.
+
+    Args:
+        engine (str): one of :data:`ENGINES`.
+        device: where the model lives (``torch.device`` or a string such as ``"cuda:1"``).
+
+    Raises:
+        ValueError: an unknown engine (the message lists the valid ones).
+
+    >>> resolve_engine("auto", "cuda:1"), resolve_engine("auto", "cpu"), resolve_engine("fast", "cpu")
+    ('fast', 'eager', 'fast')
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "fast" if str(device).startswith("cuda") else "eager"
+    return engine

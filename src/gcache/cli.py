@@ -19,6 +19,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def build_parser() -> argparse.ArgumentParser:
     """The ``gcache`` argument parser; building it imports nothing heavy (no torch), so ``--help`` is fast."""
     import gcache
+    from gcache.choices import ENGINES
     from gcache.config import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="gcache", description=__doc__)
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu")
     sv.add_argument("--device-map", dest="device_map", help="spread the model over devices, as for gcache eval")
     sv.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=8)
+    sv.add_argument("--engine", choices=ENGINES, default="auto",
+                    help="latent engine: fast (static cache, CUDA graphs), eager, or auto (fast on CUDA; default)")
 
     pl = sub.add_parser("plot", help="draw a checkpoint's learned topology and training curves to PNG")
     pl.add_argument("checkpoint", help="a gcache train output folder or checkpoint.pt")
@@ -95,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         from gcache.recipes.serve import ServeRecipe
 
         recipe = ServeRecipe(model=args.model, port=args.port, host=args.host, name=args.name, dtype=args.dtype,
-                             device=args.device, device_map=args.device_map, max_batch_size=args.max_batch_size)
+                             device=args.device, device_map=args.device_map, max_batch_size=args.max_batch_size,
+                             engine=args.engine)
         recipe.setup()
         recipe.run()
         return 0

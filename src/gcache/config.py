@@ -22,6 +22,7 @@ from gcache.choices import (
     BASELINES,
     DECISIONS,
     DTYPES,
+    ENGINES,
     FUSER_MODES,
     MESSAGE_MODES,
     MODE_ALIASES,
@@ -69,6 +70,7 @@ class RunConfig:
     dtype: str = "auto"
     device: str = "cpu"
     device_map: str | None = None
+    engine: str = "auto"
     mode: str = "local"
     latent_steps: int = 4
     realign: bool = True
@@ -146,6 +148,7 @@ class RunConfig:
         choice("decision", DECISIONS)
         choice("baseline", BASELINES)
         choice("dtype", tuple(DTYPES))
+        choice("engine", ENGINES)
         if not _DEVICE.match(self.device):
             fail("device", f"--device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
         if self.device_map is not None:
@@ -256,6 +259,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--device-map", dest="device_map",
       help="spread the model over devices (accelerate): auto, or a JSON map / .json / .yaml file of module -> "
            "device (0, cuda:1, cpu, disk); see docs/scale-out.md")
+    a("--engine", choices=ENGINES, help="latent engine: fast (static KV cache, steps captured as CUDA graphs), eager "
+      "(plain transformers forwards), or auto (fast on CUDA, eager on CPU; the default). Same answers")
     a("--mode", choices=MODES + tuple(MODE_ALIASES), help="local (KV messages), hybrid (local latents, API answers; alias local_cache = local), api")
     a("--latent-steps", dest="latent_steps", type=int, help="latent thoughts per latent agent (default 4)")
     a("--no-realign", dest="realign", action="store_const", const=False, help="feed hidden states back unaligned")

@@ -31,3 +31,12 @@ def test_flags_override_yaml_and_bad_values_are_named(tmp_path):
     bad.write_text("method: latentmas_seq\nlatent_stepz: 4\n")
     with pytest.raises(ConfigError, match="latent_stepz"):
         config_from_args(argparse.Namespace(config=str(bad)))
+
+
+def test_engine_setting_is_validated(tmp_path):
+    path = tmp_path / "fast.yaml"
+    path.write_text("method: latentmas_seq\nengine: fast\n")
+    assert config_from_args(argparse.Namespace(config=str(path))).engine == "fast"
+    path.write_text("method: latentmas_seq\nengine: turbo\n")
+    with pytest.raises(ConfigError, match="--engine: unknown value 'turbo'; choose one of auto, eager, fast"):
+        config_from_args(argparse.Namespace(config=str(path)))

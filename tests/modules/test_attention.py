@@ -21,13 +21,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12))
 
 
-def loop_mask(key_valid: torch.Tensor, q_len: int) -> torch.Tensor:
+def loop_mask(key_valid: torch.Tensor, q_len: int, q_start: int | None = None) -> torch.Tensor:
     """The rule written out one entry at a time: ``[b, q, kv]`` bool, True = may attend."""
     b, kv = key_valid.shape
+    q_start = kv - q_len if q_start is None else q_start
     out = torch.zeros(b, q_len, kv, dtype=torch.bool)
     for r in range(b):
         for qi in range(q_len):
-            q_slot = kv - q_len + qi
+            q_slot = q_start + qi
             for k in range(kv):
                 out[r, qi, k] = (k <= q_slot and bool(key_valid[r, k])) or k == q_slot
     return out
@@ -53,6 +54,21 @@ def test_build_attention_mask_matches_rule(q_len):
     for r, k in (key_valid == 0).nonzero().tolist():
         seen_by = allowed[r, :, k].nonzero().flatten().tolist()
         assert seen_by == ([k - q0] if k >= q0 else [])
+
+
+@pytest.mark.parametrize("q_len", [1, 3])
+def test_build_attention_mask_queries_inside_a_preallocated_cache(q_len):
+    """Queries in the middle of the slots (a static cache): the unused tail is never attended, by any query."""
+    key_valid = torch.tensor([
+        [False, True, True, True, True, False, False, False, False],
+        [True, False, True, True, False, True, False, False, False],
+    ])
+    for q_start in (2, 4):
+        for start in (q_start, torch.tensor(q_start)):  # a host int, or a 0-d tensor as a CUDA graph feeds it
+            mask = build_attention_mask(key_valid, q_len, torch.float32, q_start=start)
+            allowed = mask[:, 0] == 0
+            assert torch.equal(allowed, loop_mask(key_valid, q_len, q_start))
+            assert not bool(allowed[:, :, q_start + q_len:].any())
 
 
 def test_build_attention_mask_dtype_min():

@@ -45,6 +45,18 @@ def test_eval_writes_results_and_summary(tmp_path):
     assert summary["config"]["method"] == "latentmas_seq"
 
 
+def test_engine_flag_fast_and_eager_give_the_same_answers(tmp_path):
+    keep = ("id", "prediction", "correct", "prompt_tokens", "completion_tokens", "latent_steps")
+    rows = {}
+    for engine in ("eager", "fast"):
+        out = tmp_path / engine
+        assert main(["eval", "--method", "latentmas_seq", "--data", TINY, "--limit", "3", "--batch-size", "2",
+                     "--engine", engine, "--out", str(out), *FAST]) == 0
+        rows[engine] = [{k: r[k] for k in keep} for r in read_results(out)]
+        assert json.loads((out / "summary.json").read_text())["config"]["engine"] == engine
+    assert rows["fast"] == rows["eager"] and len(rows["fast"]) == 3
+
+
 def test_rerun_resumes_without_redoing(tmp_path):
     out = tmp_path / "run"
     args = ["eval", "--method", "single", "--data", TINY, "--batch-size", "2", "--out", str(out), *FAST]

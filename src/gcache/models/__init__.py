@@ -11,7 +11,8 @@ from gcache.models._load import (
     resolve_model,
 )
 from gcache.models._dispatch import execution_device, layer_devices
-from gcache.models._tiny import tiny_random_model, tiny_tokenizer
+from gcache.models._tiny import QWEN3_SHAPES, random_qwen3, tiny_random_model, tiny_tokenizer
 
-__all__ = ["execution_device", "layer_devices", "TINY_MODELS", "tiny_random_model", "tiny_tokenizer", "EMBEDDED_MODELS", "ModelNotFoundError", "ModelSpec", "load_model", "prepare_frozen", "resolve_dtype",
-           "resolve_model"]
+__all__ = ["execution_device", "layer_devices", "QWEN3_SHAPES", "random_qwen3", "TINY_MODELS", "tiny_random_model",
+           "tiny_tokenizer", "EMBEDDED_MODELS", "ModelNotFoundError", "ModelSpec", "load_model", "prepare_frozen",
+           "resolve_dtype", "resolve_model"]

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["tiny_tokenizer", "tiny_random_model"]
+__all__ = ["QWEN3_SHAPES", "random_qwen3", "tiny_tokenizer", "tiny_random_model"]
+
+# (hidden, layers, heads, kv heads, head dim, intermediate, vocab) of the Qwen3 family, and a tiny stand-in with
+# which a speed script runs on CPU in seconds (the byte-level tokenizer's 259 tokens).
+QWEN3_SHAPES = {
+    "tiny": (64, 2, 4, 2, 16, 128, 259),
+    "qwen3-0.6b": (1024, 28, 16, 8, 128, 3072, 151936),
+    "qwen3-1.7b": (2048, 28, 16, 8, 128, 6144, 151936),
+    "qwen3-4b": (2560, 36, 32, 8, 128, 9728, 151936),
+    "qwen3-8b": (4096, 36, 32, 8, 128, 12288, 151936),
+}
 
 _CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -70,4 +80,37 @@ def tiny_random_model(arch: str = "qwen3", *, seed: int = 0, num_layers: int = 2
     config._attn_implementation = FUSED_ATTENTION
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=FUSED_ATTENTION).to(dtype)
+    return prepare_frozen(model, tok)
+
+
+def random_qwen3(shape: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0):
+    """A random-weight Qwen3 of a real model's shape, built directly on ``device``, with the byte-level tokenizer.
+
+    Speed does not depend on the weights, so this measures what the real model would cost without a hub.
+
+    Args:
+        shape (str): a key of :data:`QWEN3_SHAPES`.
+        dtype (torch.dtype): weight dtype. Default is float32.
+        device (str | torch.device): where the weights are created. Default is ``"cpu"``.
+        seed (int): weight seed. Default is 0.
+
+    Returns:
+        tuple: ``(model, tokenizer)``, frozen, in eval mode, with G-cache's fusing attention.
+    """
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from gcache.models._load import prepare_frozen
+    from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
+
+    if shape not in QWEN3_SHAPES:
+        raise ValueError(f"unknown Qwen3 shape {shape!r}; choose one of {', '.join(QWEN3_SHAPES)}")
+    hidden, layers, heads, kv, head_dim, inter, vocab = QWEN3_SHAPES[shape]
+    register_fused_attention()
+    tok = tiny_tokenizer()
+    cfg = Qwen3Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                      head_dim=head_dim, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=False,
+                      max_position_embeddings=40960, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=FUSED_ATTENTION, dtype=dtype)
     return prepare_frozen(model, tok)

@@ -20,24 +20,30 @@ __all__ = ["FUSED_ATTENTION", "register_fused_attention", "build_attention_mask"
 FUSED_ATTENTION = "gcache_fused_sdpa"
 
 
-def build_attention_mask(key_valid: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
+def build_attention_mask(key_valid: torch.Tensor, q_len: int, dtype: torch.dtype,
+                         q_start: int | torch.Tensor | None = None) -> torch.Tensor:
     """Additive causal mask over the physical order of the cache.
 
-    The queries are the last ``q_len`` key slots. A query may attend key ``j`` when ``j`` is not after it and
-    ``key_valid[:, j]``; a padded query also attends itself, so no row is fully masked (a fully masked row
-    gives NaN in SDPA, which would then leak through the zero-weighted padded values).
+    The queries are the ``q_len`` key slots from ``q_start`` on (by default the last ``q_len``). A query may
+    attend key ``j`` when ``j`` is not after it and ``key_valid[:, j]``; a padded query also attends itself, so no
+    row is fully masked (a fully masked row gives NaN in SDPA, which would then leak through the zero-weighted
+    padded values). Slots after the queries (the unused tail of a preallocated cache) are never attended.
 
     Args:
         key_valid (torch.Tensor): ``[b, kv]`` bool, True where the key is a real position.
-        q_len (int): number of query positions, the last ``q_len`` of the ``kv`` slots.
+        q_len (int): number of query positions.
         dtype (torch.dtype): dtype of the mask (the model's compute dtype).
+        q_start (int | torch.Tensor | None): slot of the first query; a 0-d device tensor keeps the mask free of
+            host synchronisation (what a captured CUDA graph needs). Default is ``kv - q_len``.
 
     Returns:
         torch.Tensor: ``[b, 1, q_len, kv]`` with 0 where attention is allowed and the dtype's min elsewhere.
     """
     b, kv = key_valid.shape
     device = key_valid.device
-    q_pos = torch.arange(kv - q_len, kv, device=device)  # [q] physical slot of each query
+    if q_start is None:
+        q_start = kv - q_len
+    q_pos = torch.arange(q_len, device=device) + q_start  # [q] physical slot of each query
     k_pos = torch.arange(kv, device=device)  # [kv]
     causal = k_pos[None, :] <= q_pos[:, None]  # [q, kv]
     allowed = causal[None] & key_valid[:, None, :]  # [b, q, kv]

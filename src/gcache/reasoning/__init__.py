@@ -8,5 +8,8 @@ from gcache.reasoning._latent import (
     render_chat,
     sample_next_token,
 )
+from gcache.reasoning._fast import FastLatentEngine, StaticContext, make_engine
+from gcache.choices import ENGINES, resolve_engine
 
-__all__ = ["DecodeConfig", "Decoded", "LatentEngine", "realignment_matrix", "render_chat", "sample_next_token"]
+__all__ = ["DecodeConfig", "Decoded", "LatentEngine", "realignment_matrix", "render_chat", "sample_next_token",
+           "ENGINES", "FastLatentEngine", "StaticContext", "make_engine", "resolve_engine"]

@@ -179,7 +179,7 @@ class LatentEngine:
                                dtype=self.dtype, device=self.device, layer_devices=self.layer_devices)
 
     def realignment(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W_a [d, d], target_norm)`` in the model dtype, built once and reused."""
+        """``(W_a [d, d], target_norm [])`` in float32 whatever the model dtype, built once and reused."""
         if self._realign_cache is None:
             from accelerate.utils import align_module_device
 
@@ -192,7 +192,7 @@ class LatentEngine:
             else:
                 w_a = torch.eye(w_in.shape[1], device=w_in.device)
                 norm = w_in.float().norm(dim=1).mean()
-            self._realign_cache = (w_a.to(self.dtype), norm.to(self.dtype))
+            self._realign_cache = (w_a.float(), norm.float())
         return self._realign_cache
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,10 +285,16 @@ class LatentEngine:
         return new_ctx, h, logits, valid.sum(dim=1)
 
     def latent_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``e = normalise(h · W_a)``: a last-layer hidden state ``[b, d]`` as the next input embedding ``[b, d]``."""
+        """``e = normalise(h · W_a)``: a last-layer hidden state ``[b, d]`` as the next input embedding ``[b, d]``.
+
+        Computed in float32 (as LatentMAS does) and returned in the model dtype: in bfloat16 the product and the
+        rescaling would otherwise round twice. Free of host synchronisation, so a CUDA graph can hold it.
+        """
         w_a, target_norm = self.realignment()
-        e = hidden.to(w_a.device, w_a.dtype) @ w_a  # [b, d], where the embeddings are (hidden: the last layer's device)
-        return e * (target_norm / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        # [b, d] float32, where the embeddings are (hidden comes from the last layer's device)
+        e = hidden.to(w_a.device, torch.float32) @ w_a
+        e = e * (target_norm / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        return e.to(self.dtype)
 
     def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None):
         """``steps`` latent thoughts: feed the realigned last hidden state back as the next input embedding.

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from gcache.config import ConfigError, RunConfig
-from gcache.reasoning import DecodeConfig, LatentEngine
+from gcache.reasoning import DecodeConfig, LatentEngine, make_engine
 from gcache.reasoning.executor import GraphExecutor, Plan
 from gcache.methods import get_method
 
@@ -37,7 +37,12 @@ def build_engine(cfg: RunConfig) -> LatentEngine:
     from gcache.models import load_model
 
     model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
-    return LatentEngine(model, tokenizer, realign=cfg.realign)
+    try:
+        engine = make_engine(model, tokenizer, engine=cfg.engine, realign=cfg.realign)
+    except ValueError as err:  # --engine fast for a model --device-map spread over several devices
+        raise ConfigError(str(err), key="engine") from None
+    logger.info("latent engine: %s", type(engine).__name__)
+    return engine
 
 
 def build_api(cfg: RunConfig):

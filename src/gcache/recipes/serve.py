@@ -11,7 +11,7 @@ import logging
 import torch
 
 from gcache.api.server import Completion, build_app, run_server
-from gcache.reasoning import DecodeConfig, LatentEngine
+from gcache.reasoning import DecodeConfig, LatentEngine, make_engine
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +40,20 @@ class ServeRecipe:
 
     def __init__(self, *, model: str, port: int, host: str = "127.0.0.1", name: str | None = None,
                  dtype: str = "auto", device: str = "cpu", device_map: str | None = None, max_batch_size: int = 8,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, engine: str = "auto") -> None:
         if not 0 <= port < 65536:
             raise ValueError(f"port must be in 0..65535, got {port}")
         self.model, self.port, self.host = model, port, host
         self.name = name or model
         self.dtype, self.device, self.max_batch_size, self.api_key = dtype, device, max_batch_size, api_key
         self.device_map = device_map
+        self.engine = engine
 
     def setup(self):
         from gcache.models import load_model
 
         model, tokenizer = load_model(self.model, dtype=self.dtype, device=self.device, device_map=self.device_map)
-        self.app = build_app(EngineChatBackend(LatentEngine(model, tokenizer)), self.name,
+        self.app = build_app(EngineChatBackend(make_engine(model, tokenizer, engine=self.engine)), self.name,
                              max_batch_size=self.max_batch_size, api_key=self.api_key)
         return self.app
 
