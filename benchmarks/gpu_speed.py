@@ -19,6 +19,8 @@ For each model:
 * **whole question** (s) at batch 1: ``--agents`` agents, each prefilling a ``--prompt``-token prompt on the previous
   agent's whole cache and thinking ``--question-steps`` latent steps, then a judge that prefills its prompt and
   decodes ``--question-tokens`` tokens (greedy). Both paths' tokens are compared;
+* a **layered graph** (G-cache, batch 1) on the fast path: four latent agents, two per depth, and a decision
+  agent; batched by depth against node by node;
 * the **memory floor** of a step: the bytes it must read (decoder weights, the realignment matrix, the context's
   key/value slots; plus the LM head for a token) over the bandwidth of a measured device-to-device copy, and the
   peak GPU memory.
@@ -145,96 +147,156 @@ def step_bytes(model, engine: LatentEngine, batch: int, slots: int, with_head: b
             "kv": batch * slots * kv_slot, "kv_slot": kv_slot}
 
 
-def bench_model(shape: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> dict:
-    rng = random.Random(0)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model, tok = random_qwen3(shape, dtype=dtype, device=device)
-    fast = FastLatentEngine(model, tok)
-    plain = FastLatentEngine(model, tok, cuda_graphs=False)
-    for engine in (fast, plain):
-        engine.stop_ids = {-1}  # random weights: never stop early, so every run decodes exactly what it asks
-    loop = TransformersLoop(model, *fast.realignment())
-    rows, ms = [], lambda seconds, n: seconds / n * 1000
+ROWS = ("latent", "decode", "question", "layered")
 
-    # latent steps at batch 1 and 16
-    for batch in args.batches:
-        prompts = [random_prompt(tok, args.context, rng) for _ in range(batch)]
-        ids = fast.tokenize(prompts)[0]
+
+class Bench:
+    """One random-weight model and what every row measures it with: the fast engine (CUDA graphs where the model
+    is on CUDA), the same without graphs, and the LatentMAS-style transformers loop."""
+
+    def __init__(self, shape: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> None:
+        self.shape, self.args, self.device, self.bandwidth = shape, args, device, bandwidth
+        self.rng = random.Random(0)
+        self.model, self.tok = random_qwen3(shape, dtype=dtype, device=device)
+        self.fast = FastLatentEngine(self.model, self.tok)
+        self.plain = FastLatentEngine(self.model, self.tok, cuda_graphs=False)
+        for engine in (self.fast, self.plain):
+            engine.stop_ids = {-1}  # random weights: never stop early, so every run decodes exactly what it asks
+        self.loop = TransformersLoop(self.model, *self.fast.realignment())
+
+    def prompts(self, n: int, tokens: int) -> list[str]:
+        return [random_prompt(self.tok, tokens, self.rng) for _ in range(n)]
+
+    def ids(self, prompts: list[str]) -> torch.Tensor:
+        return self.fast.tokenize(prompts)[0]
+
+    def floor_ms(self, batch: int, slots: int, with_head: bool) -> float:
+        need = step_bytes(self.model, self.fast, batch, slots, with_head)
+        return (need["weights"] + need["kv"]) / self.bandwidth * 1000
+
+    def latent_step(self, batch: int) -> dict:
+        """ms per latent step on a ``--context``-token context."""
+        args, loop, model = self.args, self.loop, self.model
+        prompts = self.prompts(batch, args.context)
+        ids = self.ids(prompts)
         with stock_attention(model):
             cache = loop.new_cache()
             loop.think(cache, loop.prefill(cache, ids)[0], 2)  # warm-up
             cache = loop.new_cache()
             h = loop.prefill(cache, ids)[0]
-            t_loop, h_loop = timed(lambda: loop.think(cache, h, args.steps), device)
+            t_loop, h_loop = timed(lambda: loop.think(cache, h, args.steps), self.device)
         t, h_fast = {}, None
-        for name, engine in (("fast", fast), ("plain", plain)):
+        for name, engine in (("fast", self.fast), ("plain", self.plain)):
             ctx, h, _, _ = engine.prefill(engine.empty_context(batch), prompts)
             engine.think(ctx, h, args.steps)  # warm-up: captures the graph
-            t[name], (_, h_out) = timed(lambda: engine.think(ctx, h, args.steps), device)
+            t[name], (_, h_out) = timed(lambda: engine.think(ctx, h, args.steps), self.device)
             h_fast = h_out if h_fast is None else h_fast
             engine.release()
-        need = step_bytes(model, fast, batch, args.context + args.steps // 2, with_head=False)
-        rows.append({"model": shape, "op": "latent step", "batch": batch, "loop_ms": ms(t_loop, args.steps),
-                     "fast_ms": ms(t["fast"], args.steps), "no_graph_ms": ms(t["plain"], args.steps),
-                     "floor_ms": (need["weights"] + need["kv"]) / bandwidth * 1000,
-                     "rel_diff": float((h_fast.double() - h_loop.double()).norm() / h_loop.double().norm())})
+        return {"op": "latent step", "batch": batch, "loop_ms": t_loop / args.steps * 1000,
+                "fast_ms": t["fast"] / args.steps * 1000, "no_graph_ms": t["plain"] / args.steps * 1000,
+                "floor_ms": self.floor_ms(batch, args.context + args.steps // 2, with_head=False),
+                "rel_diff": float((h_fast.double() - h_loop.double()).norm() / h_loop.double().norm())}
 
-    # decoded tokens at batch 1
-    prompt = [random_prompt(tok, args.context, rng)]
-    ids = fast.tokenize(prompt)[0]
-    n = args.tokens
-    with stock_attention(model):
-        cache = loop.new_cache()
-        loop.decode(cache, loop.prefill(cache, ids)[1], 2)
-        cache = loop.new_cache()
-        logits = loop.prefill(cache, ids)[1]
-        t_loop, _ = timed(lambda: loop.decode(cache, logits, n), device)
-    t = {}
-    for name, engine in (("fast", fast), ("plain", plain)):
-        ctx, _, logits, _ = engine.prefill(engine.empty_context(1), prompt)
-        engine.decode(ctx, logits, DecodeConfig(max_new_tokens=n))
-        t[name], _ = timed(lambda: engine.decode(ctx, logits, DecodeConfig(max_new_tokens=n)), device)
-        engine.release()
-    need = step_bytes(model, fast, 1, args.context + n // 2, with_head=True)
-    rows.append({"model": shape, "op": "decoded token", "batch": 1, "loop_ms": ms(t_loop, n),
-                 "fast_ms": ms(t["fast"], n), "no_graph_ms": ms(t["plain"], n),
-                 "floor_ms": (need["weights"] + need["kv"]) / bandwidth * 1000, "rel_diff": None})
+    def decoded_token(self) -> dict:
+        """ms per decoded token at batch 1."""
+        args, loop, n = self.args, self.loop, self.args.tokens
+        prompt = self.prompts(1, args.context)
+        ids = self.ids(prompt)
+        with stock_attention(self.model):
+            cache = loop.new_cache()
+            loop.decode(cache, loop.prefill(cache, ids)[1], 2)
+            cache = loop.new_cache()
+            logits = loop.prefill(cache, ids)[1]
+            t_loop, _ = timed(lambda: loop.decode(cache, logits, n), self.device)
+        t = {}
+        for name, engine in (("fast", self.fast), ("plain", self.plain)):
+            ctx, _, logits, _ = engine.prefill(engine.empty_context(1), prompt)
+            engine.decode(ctx, logits, DecodeConfig(max_new_tokens=n))
+            t[name], _ = timed(lambda: engine.decode(ctx, logits, DecodeConfig(max_new_tokens=n)), self.device)
+            engine.release()
+        return {"op": "decoded token", "batch": 1, "loop_ms": t_loop / n * 1000, "fast_ms": t["fast"] / n * 1000,
+                "no_graph_ms": t["plain"] / n * 1000, "floor_ms": self.floor_ms(1, args.context + n // 2, True),
+                "rel_diff": None}
 
-    # a whole question at batch 1
-    agent_prompts = [random_prompt(tok, args.prompt, rng) for _ in range(args.agents)]
-    judge_prompt = random_prompt(tok, args.prompt, rng)
+    def whole_question(self) -> dict:
+        """``--agents`` latent agents passing their whole cache along a chain, then a judge decoding, at batch 1."""
+        args, loop, fast = self.args, self.loop, self.fast
+        agent_prompts, (judge_prompt,) = self.prompts(args.agents, args.prompt), self.prompts(1, args.prompt)
 
-    def question_loop():
-        cache = loop.new_cache()
-        for p in agent_prompts:
-            loop.think(cache, loop.prefill(cache, fast.tokenize([p])[0])[0], args.question_steps)
-        logits = loop.prefill(cache, fast.tokenize([judge_prompt])[0])[1]
-        return loop.decode(cache, logits, args.question_tokens)[0].tolist()
+        def question_loop():
+            cache = loop.new_cache()
+            for p in agent_prompts:
+                loop.think(cache, loop.prefill(cache, self.ids([p]))[0], args.question_steps)
+            logits = loop.prefill(cache, self.ids([judge_prompt]))[1]
+            return loop.decode(cache, logits, args.question_tokens)[0].tolist()
 
-    def question_fast():
-        ctx = fast.empty_context(1)
-        for p in agent_prompts:
-            ctx_p, h, _, _ = fast.prefill(ctx, [p])
-            ctx = fast.think(ctx_p, h, args.question_steps)[0].message("full", own_start=0)
-        ctx_p, _, logits, _ = fast.prefill(ctx, [judge_prompt])
-        return fast.decode(ctx_p, logits, DecodeConfig(max_new_tokens=args.question_tokens)).token_ids[0]
+        def question_fast():
+            ctx = fast.empty_context(1)
+            for p in agent_prompts:
+                ctx_p, h, _, _ = fast.prefill(ctx, [p])
+                ctx = fast.think(ctx_p, h, args.question_steps)[0].message("full", own_start=0)
+            ctx_p, _, logits, _ = fast.prefill(ctx, [judge_prompt])
+            return fast.decode(ctx_p, logits, DecodeConfig(max_new_tokens=args.question_tokens)).token_ids[0]
 
-    with stock_attention(model):
-        cache = loop.new_cache()
-        loop.think(cache, loop.prefill(cache, fast.tokenize([agent_prompts[0]])[0])[0], 2)  # warm-up, short
-        t_loop, tokens_loop = timed(question_loop, device)
-    first, _ = timed(question_fast, device)  # the first run captures the graphs of each static cache
-    t_fast, tokens_fast = timed(question_fast, device)
-    agree = sum(a == b for a, b in zip(tokens_loop, tokens_fast)) / args.question_tokens
-    rows.append({"model": shape, "op": "whole question", "batch": 1, "loop_ms": t_loop * 1000,
-                 "fast_ms": t_fast * 1000, "first_run_ms": first * 1000, "token_agreement": agree})
+        with stock_attention(self.model):
+            cache = loop.new_cache()
+            loop.think(cache, loop.prefill(cache, self.ids(agent_prompts[:1]))[0], 2)  # warm-up, short
+            t_loop, tokens_loop = timed(question_loop, self.device)
+        first, _ = timed(question_fast, self.device)  # the first run captures the graphs of each static cache
+        t_fast, tokens_fast = timed(question_fast, self.device)
+        fast.release()
+        agree = sum(a == b for a, b in zip(tokens_loop, tokens_fast)) / args.question_tokens
+        return {"op": "whole question", "batch": 1, "loop_ms": t_loop * 1000, "fast_ms": t_fast * 1000,
+                "first_run_ms": first * 1000, "token_agreement": agree}
+
+
+def bench_model(shape: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> list[dict]:
+    """The rows ``--rows`` asks for, for one model shape."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    bench = Bench(shape, args, device, dtype, bandwidth)
+    rows = []
+    if "latent" in args.rows:
+        rows += [bench.latent_step(batch) for batch in args.batches]
+    if "decode" in args.rows:
+        rows.append(bench.decoded_token())
+    if "question" in args.rows:
+        rows.append(bench.whole_question())
+    if "layered" in args.rows:
+        rows.append(layered_graph(bench))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     for row in rows:
-        row["peak_gib"] = peak
-    del model, fast, plain, loop
-    return {"rows": rows}
+        row.update(model=shape, peak_gib=peak)
+    return rows
+
+
+def layered_graph(bench: Bench) -> dict:
+    """A G-cache graph at batch 1 on the fast path, batched by depth against node by node.
+
+    Four latent agents of the GSM8K prompt set in the ``layered`` topology (two at depth 0; two at depth 1 reading
+    both), ``--question-steps`` latent steps each, full messages, and a decision agent that decodes
+    ``--question-tokens`` tokens.
+    """
+    from gcache.agents.roles import load_prompt_set
+    from gcache.graph import preset_graph
+    from gcache.reasoning.executor import GraphExecutor
+    from gcache.reasoning.plans import plan_from_graph
+
+    prompt_set = load_prompt_set("gsm8k")
+    graph = preset_graph("layered", prompt_set.role_names[:4])
+    plan, _ = plan_from_graph(graph, {r.name: r for r in prompt_set.roles}, kind="latent")
+    args, question = bench.args, bench.prompts(1, bench.args.prompt)
+    t, texts = {}, {}
+    for name, by_depth in (("depth", True), ("node", False)):
+        ex = GraphExecutor(engine=bench.fast, latent_steps=args.question_steps, batch_by_depth=by_depth,
+                           decode=DecodeConfig(max_new_tokens=args.question_tokens))
+        ex.run(plan, question)  # warm-up: captures the graphs of its static caches
+        t[name], traces = timed(lambda: ex.run(plan, question), bench.device)
+        texts[name] = traces[0].final_text
+    bench.fast.release()
+    return {"op": "layered graph", "batch": 1, "depth_ms": t["depth"] * 1000, "node_ms": t["node"] * 1000,
+            "same_answer": texts["depth"] == texts["node"]}
 
 
 # ------------------------------------------------------------------------------------------------ CPU line
@@ -285,7 +347,7 @@ def print_tables(result: dict) -> None:
           "| loop / fast | rel. diff | peak GiB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
-        if r["op"] == "whole question":
+        if r["op"] in ("whole question", "layered graph"):
             continue
         print(f"| {r['model']} | {r['op']} | {r['batch']} | {fmt(r['loop_ms'])} | {fmt(r['fast_ms'])} "
               f"| {fmt(r['no_graph_ms'])} | {fmt(r['floor_ms'])} | {fmt(r['fast_ms'] / r['floor_ms'])} "
@@ -297,6 +359,12 @@ def print_tables(result: dict) -> None:
         if r["op"] == "whole question":
             print(f"| {r['model']} | {r['loop_ms'] / 1000:.2f} | {r['fast_ms'] / 1000:.2f} "
                   f"| {r['loop_ms'] / r['fast_ms']:.1f} | {r['first_run_ms'] / 1000:.2f} | {r['token_agreement']:.0%} |")
+    print("\n| model | layered graph (fast path): by depth s | node by node s | node / depth | same answer |")
+    print("|---|---:|---:|---:|---|")
+    for r in result["rows"]:
+        if r["op"] == "layered graph":
+            print(f"| {r['model']} | {r['depth_ms'] / 1000:.2f} | {r['node_ms'] / 1000:.2f} "
+                  f"| {r['node_ms'] / r['depth_ms']:.2f} | {'yes' if r['same_answer'] else 'no'} |")
 
 
 def print_cpu_line(line: dict) -> None:
@@ -314,6 +382,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shapes", nargs="+", choices=sorted(QWEN3_SHAPES), default=list(GPU_SHAPES))
     p.add_argument("--device", default="cuda" if cuda else "cpu")
     p.add_argument("--dtype", default="bfloat16" if cuda else "float32")
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="what to measure (default all)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--context", type=int, default=256, help="prompt tokens before the timed steps")
     p.add_argument("--steps", type=int, default=16, help="timed latent steps per measurement")
@@ -346,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
             result = {"device": name, "dtype": args.dtype, "bandwidth_gbs": bandwidth / 1e9, "rows": [],
                       "torch": torch.__version__, "argv": sys.argv[1:] if argv is None else argv}
             for shape in args.shapes:
-                result["rows"] += bench_model(shape, args, device, dtype, bandwidth)["rows"]
+                result["rows"] += bench_model(shape, args, device, dtype, bandwidth)
             print_tables(result)
     if args.json:
         with open(args.json, "w") as f:

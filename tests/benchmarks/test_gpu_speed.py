@@ -32,7 +32,8 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_config(gpu_speed, tmp_path, capsy
                              "--json", str(out)])
     assert json.loads(out.read_text()) == result
     rows = {(r["op"], r["batch"]): r for r in result["rows"]}
-    assert set(rows) == {("latent step", 1), ("latent step", 3), ("decoded token", 1), ("whole question", 1)}
+    assert set(rows) == {("latent step", 1), ("latent step", 3), ("decoded token", 1), ("whole question", 1),
+                         ("layered graph", 1)}
     for op in ("latent step", "decoded token"):
         for r in (v for k, v in rows.items() if k[0] == op):
             assert r["loop_ms"] > 0 and r["fast_ms"] > 0 and r["no_graph_ms"] > 0 and r["floor_ms"] > 0
@@ -41,6 +42,8 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_config(gpu_speed, tmp_path, capsy
     question = rows["whole question", 1]
     assert question["token_agreement"] == 1.0
     assert question["loop_ms"] > 0 and question["fast_ms"] > 0
+    layered = rows["layered graph", 1]
+    assert layered["same_answer"] and layered["depth_ms"] > 0 and layered["node_ms"] > 0
     printed = capsys.readouterr().out
     assert "| tiny | latent step | 3 |" in printed and "| tiny | 0." in printed
 

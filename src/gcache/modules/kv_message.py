@@ -170,6 +170,53 @@ class KVMessage:
             kinds=torch.cat([m.kinds for m in messages]),
         )
 
+    def rows(self, index: slice) -> "KVMessage":
+        """The rows ``index`` selects, every slot kept (views: a slice works on layers of any device)."""
+        return KVMessage(
+            keys=tuple(k[index] for k in self.keys),  # [b', n_kv, s, h_d]
+            values=tuple(v[index] for v in self.values),
+            valid=self.valid[index],
+            positions=self.positions[index],
+            kinds=self.kinds,
+        )
+
+    @staticmethod
+    def stack(messages: list["KVMessage"]) -> "KVMessage":
+        """Put messages one above the other along the batch axis, shorter ones left-padded with invalid slots.
+
+        The padding slots are masked for every query (their keys and values are zeros), and each row keeps its
+        positions, so every row is computed as it would be on its own message. The slots share their kinds across
+        the batch, so the messages must agree on the kinds of the slots they have (right-aligned).
+
+        Raises:
+            ValueError: no messages; different layer counts, head shapes or dtypes; kinds that disagree.
+        """
+        if not messages:
+            raise ValueError("stack needs at least one message")
+        if len({(m.num_layers, m.keys[0].shape[1], m.keys[0].shape[3], m.keys[0].dtype) for m in messages}) != 1:
+            raise ValueError("messages to stack differ in layers, heads, head size or dtype")
+        longest = max(messages, key=lambda m: m.length)
+        s = longest.length
+        for m in messages:
+            if not torch.equal(m.kinds, longest.kinds[s - m.length:]):
+                raise ValueError("messages to stack disagree on the kinds of their slots")
+
+        def left_pad(x: torch.Tensor, n: int, dim: int, value) -> torch.Tensor:
+            shape = list(x.shape)
+            shape[dim] = n
+            return torch.cat([torch.full(shape, value, dtype=x.dtype, device=x.device), x], dim=dim)
+
+        pads = [s - m.length for m in messages]
+        return KVMessage(
+            keys=tuple(torch.cat([left_pad(m.keys[i], n, 2, 0) for m, n in zip(messages, pads)])  # [Σb, n_kv, s, h_d]
+                       for i in range(longest.num_layers)),
+            values=tuple(torch.cat([left_pad(m.values[i], n, 2, 0) for m, n in zip(messages, pads)])
+                         for i in range(longest.num_layers)),
+            valid=torch.cat([left_pad(m.valid, n, 1, False) for m, n in zip(messages, pads)]),  # [Σb, s]
+            positions=torch.cat([left_pad(m.positions, n, 1, -1) for m, n in zip(messages, pads)]),
+            kinds=longest.kinds,
+        )
+
     def message(self, mode: str, own_start: int) -> "KVMessage":
         """The slice a node sends on, from the cache it ended with.
 

@@ -26,6 +26,7 @@ from gcache.agents.prompts import agent_messages, verbalize_messages
 from gcache.agents.roles import Role
 from gcache.modules.cache_fuser import CacheFuser
 from gcache.modules.kv_message import MESSAGE_MODES, KVMessage
+from gcache.reasoning._depth import depth_groups, stack_contexts, unstack_context
 from gcache.reasoning._latent import DecodeConfig, LatentEngine, render_chat
 
 logger = logging.getLogger(__name__)
@@ -140,12 +141,16 @@ class GraphExecutor:
         answer_instruction (str): the task's answer-format instruction.
         extract (Callable | None): answer extraction for majority voting.
         seed (int): seed of the sampling generator. Default is 0.
+        batch_by_depth (bool): run the local nodes of one depth and kind in one batch (their rows stacked, see
+            :mod:`gcache.reasoning._depth`); False runs node by node. Greedy outputs are the same either way;
+            sampled ones draw from the generator in a different order. Default is True.
     """
 
     def __init__(self, *, engine: LatentEngine | None = None, api=None, latent_steps: int = 4,
                  decode: DecodeConfig = DecodeConfig(), verbalize: DecodeConfig = DecodeConfig(max_new_tokens=128),
                  fuser: CacheFuser | None = None, answer_instruction: str = "",
-                 extract: Callable[[str], str | None] | None = None, seed: int = 0) -> None:
+                 extract: Callable[[str], str | None] | None = None, seed: int = 0,
+                 batch_by_depth: bool = True) -> None:
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0, got {latent_steps}")
         self.engine = engine
@@ -156,6 +161,7 @@ class GraphExecutor:
         self.fuser = fuser
         self.answer_instruction = answer_instruction
         self.extract = extract
+        self.batch_by_depth = batch_by_depth
         # torch samples only with a generator on the logits' device (a CPU one fails on CUDA logits): put it
         # where the LM head writes them.
         device = engine.output_device if engine is not None else "cpu"
@@ -167,11 +173,10 @@ class GraphExecutor:
         """Run ``plan`` for a batch of questions; one :class:`RowTrace` per question."""
         self._check(plan)
         traces = [RowTrace() for _ in questions]
-        outputs: list[_NodeOutput] = []
+        outputs: list[_NodeOutput | None] = [None] * len(plan.nodes)
+        finals = {len(plan.nodes) - 1, *plan.voters}
         with torch.no_grad():
-            for i, node in enumerate(plan.nodes):
-                final = i == len(plan.nodes) - 1 or i in plan.voters
-                outputs.append(self._run_node(plan, i, node, questions, outputs, traces, final, edge_log_probs))
+            self._run_nodes(plan, len(plan.nodes), questions, outputs, traces, finals, edge_log_probs)
         for r, trace in enumerate(traces):
             if plan.voters:
                 trace.final_text = self._vote([outputs[i].texts[r] for i in plan.voters])
@@ -193,10 +198,9 @@ class GraphExecutor:
         if decision.backend != "local":
             raise ValueError("the gold-answer loss needs a local decision node")
         traces = [RowTrace() for _ in questions]
-        outputs: list[_NodeOutput] = []
+        outputs: list[_NodeOutput | None] = [None] * len(plan.nodes)
         with torch.set_grad_enabled(through_graph):
-            for i, node in enumerate(plan.nodes[:-1]):
-                outputs.append(self._run_node(plan, i, node, questions, outputs, traces, False, edge_log_probs))
+            self._run_nodes(plan, len(plan.nodes) - 1, questions, outputs, traces, set(), edge_log_probs)
         ctx, bias, peers = self._gather(plan, len(plan.nodes) - 1, decision, len(questions), outputs, edge_log_probs)
         prompts = self._prompts(decision, questions, peers, ctx.length > 0, final=True)
         return self.engine.answer_nll(ctx, prompts, list(targets), bias)
@@ -238,30 +242,57 @@ class GraphExecutor:
             for q, p in zip(questions, peers)
         ]
 
-    def _run_node(self, plan: Plan, i: int, node: NodeSpec, questions: Sequence[str], outputs: list[_NodeOutput],
-                  traces: list[RowTrace], final: bool, edge_log_probs) -> _NodeOutput:
+    def _run_nodes(self, plan: Plan, count: int, questions: Sequence[str], outputs: list[_NodeOutput | None],
+                   traces: list[RowTrace], finals: set[int], edge_log_probs) -> None:
+        """Run the first ``count`` nodes into ``outputs``: by depth groups, or node by node."""
+        for group in depth_groups(plan, count, batch=self.batch_by_depth):
+            if plan.nodes[group[0]].backend == "api":
+                (i,) = group
+                outputs[i] = self._run_api_node(plan, i, plan.nodes[i], questions, outputs, traces, i in finals,
+                                                edge_log_probs)
+            else:
+                self._run_local(plan, group, questions, outputs, traces, finals, edge_log_probs)
+
+    def _run_local(self, plan: Plan, group: list[int], questions: Sequence[str], outputs: list[_NodeOutput | None],
+                   traces: list[RowTrace], finals: set[int], edge_log_probs) -> None:
+        """Local nodes of one kind (one node, or a depth group) as one batch: node ``k`` owns rows ``k*b..``."""
         b = len(questions)
-        ctx, bias, peers = self._gather(plan, i, node, b, outputs, edge_log_probs)
-        has_latent = ctx is not None and ctx.length > 0
-        if node.backend == "api":
-            if has_latent:  # an API model cannot read a cache: the local model puts it into words first
-                texts = self._verbalize(ctx, bias, traces)
-                peers = [p + [(LATENT_TEAM, t)] for p, t in zip(peers, texts)]
-            return _NodeOutput(texts=self._call_api(node, questions, peers, final, traces))
-        prompts = self._prompts(node, questions, peers, has_latent, final)
+        nodes = [plan.nodes[i] for i in group]
+        gathered = [self._gather(plan, i, node, b, outputs, edge_log_probs) for i, node in zip(group, nodes)]
+        prompts = [p for i, node, (ctx, _, peers) in zip(group, nodes, gathered)
+                   for p in self._prompts(node, questions, peers, ctx.length > 0, i in finals)]
+        ctx, bias = stack_contexts([g[0] for g in gathered], [g[1] for g in gathered], self.engine.num_layers)
         ctx_p, hidden, logits, n_prompt = self.engine.prefill(ctx, prompts, bias)
-        for r, trace in enumerate(traces):
-            trace.prompt_tokens += int(n_prompt[r])
-        if node.kind == "latent":
+        n_prompt = n_prompt.tolist()
+        for k in range(len(group)):
+            for r, trace in enumerate(traces):
+                trace.prompt_tokens += n_prompt[k * b + r]
+        if nodes[0].kind == "latent":
             ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias)
-            for trace in traces:
-                trace.latent_steps += self.latent_steps
-            return _NodeOutput(message=ctx_l.message(plan.message, own_start=ctx.length))
+            received = [g[0].length for g in gathered]
+            longest_prompt = [max(n_prompt[k * b:(k + 1) * b]) for k in range(len(group))]
+            for k, i in enumerate(group):
+                own = unstack_context(ctx_l, k, b, received, longest_prompt) if len(group) > 1 else ctx_l
+                outputs[i] = _NodeOutput(message=own.message(plan.message, own_start=received[k]))
+                for trace in traces:
+                    trace.latent_steps += self.latent_steps
+            return
         out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
-        for r, trace in enumerate(traces):
-            trace.completion_tokens += len(out.token_ids[r])
-            trace.node_texts[node.label] = out.texts[r]
-        return _NodeOutput(texts=out.texts)
+        for k, (i, node) in enumerate(zip(group, nodes)):
+            rows = range(k * b, (k + 1) * b)
+            for r, trace in zip(rows, traces):
+                trace.completion_tokens += len(out.token_ids[r])
+                trace.node_texts[node.label] = out.texts[r]
+            outputs[i] = _NodeOutput(texts=[out.texts[r] for r in rows])
+
+    def _run_api_node(self, plan: Plan, i: int, node: NodeSpec, questions: Sequence[str],
+                      outputs: list[_NodeOutput | None], traces: list[RowTrace], final: bool,
+                      edge_log_probs) -> _NodeOutput:
+        ctx, bias, peers = self._gather(plan, i, node, len(questions), outputs, edge_log_probs)
+        if ctx is not None and ctx.length > 0:  # an API model cannot read a cache: the local model puts it into words
+            texts = self._verbalize(ctx, bias, traces)
+            peers = [p + [(LATENT_TEAM, t)] for p, t in zip(peers, texts)]
+        return _NodeOutput(texts=self._call_api(node, questions, peers, final, traces))
 
     def _verbalize(self, ctx: KVMessage, bias, traces: list[RowTrace]) -> list[str]:
         prompt = render_chat(self.engine.tokenizer, verbalize_messages())
