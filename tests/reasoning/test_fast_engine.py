@@ -240,6 +240,26 @@ def test_engine_selection(tiny_qwen3):
         FastLatentEngine(model, tok, cuda_graphs=True)
 
 
+def test_a_dispatched_model_runs_on_the_eager_engine(tiny_qwen3, tmp_path):
+    """--device-map: accelerate's hooks move weights in at every forward; the fast engine refuses such a model."""
+    import json
+
+    from gcache.models import load_model
+
+    model, tok = tiny_qwen3
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    split = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+             "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    dispatched, tok = load_model(str(tmp_path), dtype="float32", device_map=json.dumps(split))
+    assert type(make_engine(dispatched, tok, engine="auto")) is LatentEngine
+    with pytest.raises(ValueError, match="one device"):
+        make_engine(dispatched, tok, engine="fast")
+    with pytest.raises(ValueError, match="dispatched"):
+        FastLatentEngine(dispatched, tok)
+    assert isinstance(make_engine(model, tok, engine="fast"), FastLatentEngine)  # the same weights, not dispatched
+
+
 @torch.no_grad()
 def test_realignment_is_float32_in_a_bfloat16_model():
     from gcache.models import tiny_random_model

@@ -39,6 +39,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["FastLatentEngine", "StaticContext", "make_engine"]
 
 
+def is_dispatched(model) -> bool:
+    """True when accelerate dispatched ``model`` (``--device-map``): hooks move weights or activations between
+    devices at every forward, which neither one static cache nor a captured graph can follow."""
+    return any(hasattr(module, "_hf_hook") for module in model.modules())
+
+
 def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True, lam: float = 1e-5) -> LatentEngine:
     """The latent engine the flag ``--engine`` names, for ``model`` where it runs.
 
@@ -52,12 +58,11 @@ def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True,
         ValueError: an unknown engine, or ``fast`` for a model spread over several devices (``--device-map``).
     """
     eager = LatentEngine(model, tokenizer, realign=realign, lam=lam)
-    spread = len({eager.device, eager.output_device, *eager.layer_devices}) > 1
     choice = resolve_engine(engine, eager.device)
-    if choice == "fast" and spread:
+    if choice == "fast" and is_dispatched(model):
         if engine == "fast":
-            raise ValueError("--engine fast needs the model on one device; with --device-map use --engine eager")
-        logger.info("the model is spread over several devices: the eager engine runs it")
+            raise ValueError("--engine fast needs the whole model on one device (no --device-map); use --engine eager")
+        logger.info("the model is dispatched over devices (--device-map): the eager engine runs it")
         return eager
     if choice == "fast":
         return FastLatentEngine(model, tokenizer, realign=realign, lam=lam)
@@ -236,8 +241,9 @@ class FastLatentEngine(LatentEngine):
         if bucket < 1 or reserve < 0 or max_caches < 1:
             raise ValueError(f"bucket and max_caches must be >= 1 and reserve >= 0, got {bucket}, {reserve}, "
                              f"{max_caches}")
-        if len({self.device, self.output_device, *self.layer_devices}) > 1:
-            raise ValueError("the fast engine needs the model on one device (its static cache lives there)")
+        if is_dispatched(model):
+            raise ValueError("the fast engine needs the whole model on one device, not dispatched by a device map "
+                             "(its static cache and captured graphs live on one device)")
         on_cuda = self.device.type == "cuda"
         if cuda_graphs and not on_cuda:
             raise ValueError(f"CUDA graphs need the model on a CUDA device, not {self.device}")
