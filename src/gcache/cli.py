@@ -1,4 +1,5 @@
-"""The ``gcache`` command: ``eval``, ``train``, ``serve``, ``plot``. Each subcommand is a thin call into a recipe."""
+"""The ``gcache`` command: ``eval``, ``train``, ``compare``, ``report``, ``tasks``, ``serve``, ``plot``. Each
+subcommand is a thin call into a recipe."""
 
 from __future__ import annotations
 
@@ -38,6 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a graph method's topology model and CacheFuser (resumable)")
     add_run_arguments(tr, training=True)
 
+    cm = sub.add_parser("compare", help="run methods x tasks x seeds into one folder (resumable); see gcache report")
+    cm.add_argument("--config", help="YAML matrix (src/gcache/configs/compare/*.yaml); flags below override it")
+    cm.add_argument("--out", required=True, help="output folder: OUT/<task>/<method>/seed<seed>/ and compare.json")
+    cm.add_argument("--methods", type=_names, help="comma-separated methods (rows with no settings of their own)")
+    cm.add_argument("--tasks", type=_names, help="comma-separated tasks (loaded from the hub unless the YAML gives data)")
+    cm.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    cm.add_argument("--baseline", help="the method the report pairs the others against (default: the first)")
+    cm.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the cells and exit")
+    for flag, kind, text in (("--limit", int, "first N questions of every task"), ("--model", str, "model of every cell"),
+                             ("--device", str, "device of every cell"), ("--dtype", str, "dtype of every cell"),
+                             ("--batch-size", int, "batch size of every cell"),
+                             ("--max-new-tokens", int, "token budget of every cell")):
+        cm.add_argument(flag, dest=flag[2:].replace("-", "_"), type=kind, help=text)
+
+    rp = sub.add_parser("report", help="markdown tables and PNG plots from a compare folder or eval runs")
+    rp.add_argument("folder", help="a gcache compare output, or a folder of gcache eval runs")
+    rp.add_argument("--baseline", help="method to pair the others against (default: compare's baseline)")
+    rp.add_argument("--filter", default="flexible", help="extraction pipeline reported first: flexible or strict")
+    rp.add_argument("--out", help="where report.md and the plots go (default: the folder)")
+
+    sub.add_parser("tasks", help="list the benchmarks: hub name, splits, answer kind, version")
+
     sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model")
     sv.add_argument("--model", default="smollm2", help="model to serve (default smollm2)")
     sv.add_argument("--port", type=int, default=8000)
@@ -69,7 +92,7 @@ def run_eval(cfg) -> int:
     finally:
         recipe.cleanup()  # also leaves torch.distributed's group
     if recipe.is_main:  # one line per run, not one per torchrun rank
-        brief = {k: summary[k] for k in ("method", "accuracy", "counts")}
+        brief = {k: summary[k] for k in ("method", "accuracy", "accuracy_filter", "accuracy_strict", "counts")}
         brief["seconds_per_question"] = summary["per_question"]["seconds"]
         print(json.dumps(brief))
     return 0
@@ -87,6 +110,83 @@ def run_train(cfg) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``gcache compare``: build the matrix from the YAML and flags, validate every cell, run them."""
+    from gcache.config import ConfigError
+    from gcache.recipes.compare import CompareConfig, CompareRecipe
+
+    overrides = {k: getattr(args, k) for k in ("limit", "model", "device", "dtype", "batch_size", "max_new_tokens")
+                 if getattr(args, k) is not None}
+    if args.config:
+        config = CompareConfig.from_yaml(args.config, overrides)
+        if args.methods:
+            config.methods = {m: config.methods.get(m, {}) for m in args.methods}
+        if args.tasks:
+            config.tasks = {t: config.tasks.get(t, {}) for t in args.tasks}
+        if args.seeds:
+            config.seeds = args.seeds
+        if args.baseline:
+            config.baseline = args.baseline
+        config.__post_init__()
+    elif args.methods and args.tasks:
+        config = CompareConfig({m: {} for m in args.methods}, {t: {} for t in args.tasks}, args.seeds or [0],
+                               baseline=args.baseline, overrides=overrides)
+    else:
+        raise ConfigError("gcache compare needs --config FILE, or --methods and --tasks")
+    recipe = CompareRecipe(config, args.out)
+    if args.dry_run:
+        for cell in config.cells(args.out):
+            print(f"{cell.key}\t{cell.out}")
+        return 0
+    recipe.setup()
+    result = recipe.run()
+    recipe.cleanup()
+    print(json.dumps({"out": args.out, "cells": len(result["cells"]),
+                      "done": sum(c["status"] == "done" for c in result["cells"])}))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``gcache report``: write report.md and the plots; print the report."""
+    from gcache.recipes.report import write_report
+
+    command = " ".join(["gcache report", args.folder] + ([f"--baseline {args.baseline}"] if args.baseline else [])
+                       + ([f"--filter {args.filter}"] if args.filter != "flexible" else []))
+    path, plots = write_report(args.folder, baseline=args.baseline, pipeline=args.filter, out=args.out,
+                               command=command)
+    print(path.read_text(encoding="utf-8"))
+    for plot in plots:
+        print(plot)
+    return 0
+
+
+def run_tasks() -> int:
+    """``gcache tasks``: one line per registered benchmark."""
+    from gcache.tasks import TASKS
+
+    print("| task | answer | hub dataset (config) | splits (default) | prompt set | version |")
+    print("|---|---|---|---|---|---:|")
+    for name, cls in TASKS.items():
+        hub = cls.hub_name + (f" ({cls.hub_config})" if cls.hub_config else "")
+        splits = ", ".join(s if s != cls.default_split else f"**{s}**" for s in cls.splits)
+        print(f"| {name} | {cls.answer_kind} | {hub} | {splits} | {cls.prompt_set} | {cls.version} |")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from gcache.config import config_from_args
 
@@ -94,6 +194,12 @@ def _run(args: argparse.Namespace) -> int:
         return run_eval(config_from_args(args))
     if args.command == "train":
         return run_train(config_from_args(args, method="gcache", split="train"))
+    if args.command == "compare":
+        return run_compare(args)
+    if args.command == "report":
+        return run_report(args)
+    if args.command == "tasks":
+        return run_tasks()
     if args.command == "serve":
         from gcache.recipes.serve import ServeRecipe
 

@@ -33,7 +33,11 @@ from gcache.choices import (
 from gcache.device_map import parse_device_map
 from gcache.methods import MethodError, get_method, identity_keys, list_methods
 
-__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity"]
+__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity", "ZERO_LATENT_STEPS"]
+
+# What the answering agent reads when --latent-steps is 0: the other agents' prompt caches (G-cache's default), or
+# nothing, decoding alone (what the LatentMAS reference does with latent_steps 0: methods/latent_mas.py:158).
+ZERO_LATENT_STEPS = ("prompt_caches", "judge_alone")
 
 _DEVICE = re.compile(r"^(cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
 
@@ -62,7 +66,7 @@ class RunConfig:
     method: str = "latentmas_seq"
     dataset: str = "gsm8k"
     data: str | None = None
-    split: str = "test"
+    split: str | None = None  # None: the task's default split (test for most; train for AIME)
     limit: int | None = None
     shard: str | None = None  # "i/n": the questions at positions i, i+n, ... (gcache.distributed.Shard)
     out: str | None = None
@@ -79,6 +83,8 @@ class RunConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    samples: int = 1
+    zero_latent_steps: str = "prompt_caches"
     message: str = "full"
     fuser: str = "bias"
     # graphs (gdesigner / gcache)
@@ -99,6 +105,7 @@ class RunConfig:
     soft_edges: bool = False
     optimize_spatial: bool = True
     optimize_temporal: bool = True
+    tensorboard: bool = True
     # API
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
@@ -141,7 +148,9 @@ class RunConfig:
         from gcache.tasks import TASKS  # torch-free
 
         choice("dataset", tuple(TASKS))
+        self.split = self.split or TASKS[self.dataset].default_split
         choice("split", TASKS[self.dataset].splits)
+        choice("zero_latent_steps", ZERO_LATENT_STEPS)
         choice("message", MESSAGE_MODES)
         choice("fuser", FUSER_MODES)
         choice("topology", TOPOLOGIES)
@@ -165,7 +174,8 @@ class RunConfig:
                 fail("shard", f"--shard: {err}")
         if self.limit is not None and self.limit < 1:
             fail("limit", f"--limit must be at least 1 (got {self.limit}); leave it out to run every question")
-        for key in ("batch_size", "max_new_tokens", "rounds", "steps", "samples_per_question", "api_concurrency"):
+        for key in ("batch_size", "max_new_tokens", "rounds", "steps", "samples_per_question", "api_concurrency",
+                    "samples"):
             if getattr(self, key) < 1:
                 fail(key, f"{_flag(key)} must be at least 1, got {getattr(self, key)}")
         if self.agents is not None and self.agents < 1:
@@ -247,9 +257,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--method", choices=list_methods(), metavar="METHOD",
       help="what to run (default latentmas_seq): " + "; ".join(
           f"{name} [{'/'.join(get_method(name).modes)}]" for name in list_methods()))
-    a("--dataset", help="benchmark: gsm8k, svamp, humaneval (default gsm8k)")
+    a("--dataset", help="benchmark (default gsm8k); `gcache tasks` lists them with their hub names and splits")
     a("--data", help="local dataset file; without it the dataset is loaded from the Hugging Face hub")
-    a("--split", help="dataset split (default test; train for gcache train)")
+    a("--split", help="dataset split (default: the task's own, test for most; train for gcache train)")
     a("--limit", type=int, help="only the first N questions")
     a("--out", help="output folder (results.jsonl, summary.json; rerun the same command to resume)")
     a("--model", help="smollm2 (embedded default), a hub id such as Qwen/Qwen3-4B, a local folder or a .gguf file")
@@ -269,6 +279,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--temperature", type=float, help="0 for greedy (default 0)")
     a("--top-p", dest="top_p", type=float, help="nucleus mass when sampling (default 1)")
     a("--seed", type=int)
+    a("--samples", type=int,
+      help="answers sampled per question, in the same batch (pass@k from n samples; needs --temperature > 0)")
+    a("--zero-latent-steps", dest="zero_latent_steps", choices=ZERO_LATENT_STEPS,
+      help="with --latent-steps 0: the judge reads the other agents' prompt caches (prompt_caches, default) or "
+           "decodes alone (judge_alone, what the LatentMAS reference's latent_steps 0 does)")
     a("--message", choices=MESSAGE_MODES, help="what a latent agent sends on: full cache, own slots, latent only")
     a("--fuser", choices=FUSER_MODES, help="concat (plain concatenation) or bias (learned CacheFuser)")
     a("--prompt-set", dest="prompt_set", help="built-in prompt set name or a YAML/JSON file of roles")
@@ -303,6 +318,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
           help="add log p(edge) to the fuser bias so the gold-answer loss also trains the GNN")
         a("--no-optimize-spatial", dest="optimize_spatial", action="store_const", const=False)
         a("--no-optimize-temporal", dest="optimize_temporal", action="store_const", const=False)
+        a("--no-tensorboard", dest="tensorboard", action="store_const", const=False,
+          help="do not write TensorBoard event files (OUT/tensorboard)")
 
 
 def config_from_args(args: argparse.Namespace, **defaults: Any) -> RunConfig:

@@ -59,13 +59,13 @@ class MethodError(ValueError):
 # checkpoint_sha256 and package_version. `dtype` is compared as resolved (auto -> float32 / bfloat16).
 #: Every run.
 COMMON_IDENTITY = ("method", "mode", "dataset", "split", "data_sha256", "task_version", "max_new_tokens",
-                   "temperature", "top_p", "seed", "package_version")
+                   "temperature", "top_p", "seed", "samples", "package_version")
 #: Runs that load a local model (modes local and hybrid).
 LOCAL_MODEL_IDENTITY = ("model", "dtype", "device_map")
 #: Runs that call an API (modes hybrid and api).
 API_IDENTITY = ("api_model", "base_url")
 #: Methods whose agents think in latent space.
-LATENT_IDENTITY = ("latent_steps", "realign")
+LATENT_IDENTITY = ("latent_steps", "realign", "zero_latent_steps")
 #: Methods over a graph of a prompt set's roles, chosen by a topology model.
 GRAPH_IDENTITY = ("prompt_set", "agents", "rounds", "topology", "decision", "embedder", "gnn_temperature",
                   "checkpoint_sha256")

@@ -1,4 +1,4 @@
-"""Figures: learned topologies and training curves.
+"""Figures: learned topologies, training curves, and accuracy against cost for ``gcache report``.
 
 Uses matplotlib's object-oriented API on the Agg canvas (no pyplot, so no global figure
 state and no display needed). Files are written atomically: a temporary file in the same
@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from matplotlib.patches import FancyArrowPatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_topology", "plot_training_curves"]
+__all__ = ["CostPoint", "plot_accuracy_vs_cost", "plot_topology", "plot_training_curves"]
 
 _ARC_RAD = 0.15  # curvature of the topology arrows
 
@@ -193,4 +194,81 @@ def plot_training_curves(
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(step_key)
         ax.grid(alpha=0.3)
+    return _save_atomic(fig, path, dpi)
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """One (task, method) of a comparison: its accuracy with a 95% interval and a cost.
+
+    Args:
+        task (str): panel it goes in.
+        method (str): label and colour.
+        accuracy (float): in [0, 1].
+        low (float): lower end of the interval.
+        high (float): upper end of the interval.
+        cost (float): x value (tokens or seconds per question).
+    """
+
+    task: str
+    method: str
+    accuracy: float
+    low: float
+    high: float
+    cost: float
+
+
+def plot_accuracy_vs_cost(
+    points: Sequence[CostPoint],
+    path: str | os.PathLike,
+    cost_label: str,
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """One panel per task: accuracy (with its 95% interval as an error bar) against a cost, one colour per method.
+
+    Args:
+        points (Sequence[CostPoint]): what to draw.
+        path (str | os.PathLike): Output file.
+        cost_label (str): x-axis label, e.g. ``"generated tokens / question"``.
+        title (str | None): Figure title. Default is None.
+        dpi (int): Resolution. Default is 100.
+
+    Returns:
+        Path: The written file.
+
+    Raises:
+        ValueError: If ``points`` is empty.
+    """
+    if not points:
+        raise ValueError("no points to plot")
+    tasks = list(dict.fromkeys(p.task for p in points))
+    methods = list(dict.fromkeys(p.method for p in points))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    fig = Figure(figsize=(4.2 * len(tasks), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
+    for ax, task in zip(axes, tasks):
+        for p in (p for p in points if p.task == task):
+            ax.errorbar([p.cost], [p.accuracy], yerr=[[max(0.0, p.accuracy - p.low)], [max(0.0, p.high - p.accuracy)]],
+                        fmt="o",
+                        color=colours[p.method], capsize=4, markersize=7, label=p.method)
+            ax.annotate(p.method, (p.cost, p.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        costs = [p.cost for p in points if p.task == task]
+        span = max(costs) - min(costs) or max(costs) or 1.0
+        ax.set_xlim(min(costs) - 0.15 * span, max(costs) + 0.35 * span)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel(cost_label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (95% Wilson interval)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    for ax in axes[1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncols=min(len(seen), 6),
+               fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save_atomic(fig, path, dpi)

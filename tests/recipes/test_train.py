@@ -87,6 +87,13 @@ def test_eval_from_checkpoint_and_plot(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("graph" in r for r in rows)
     assert all(r["graph"]["agents"] == rows[0]["graph"]["agents"] for r in rows)
+    # TensorBoard got the step's scalars (read back with TensorBoard's own reader).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    history = json.loads((out / "history.json").read_text())
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, pytest.approx(history[0]["loss"]))]
     assert main(["plot", str(out), "--data", TINY, "--limit", "2"]) == 0
     for name in ("topology.png", "training_curves.png"):
         png = out / name

@@ -8,17 +8,22 @@ from fractions import Fraction
 import pytest
 
 from gcache.scoring import (
+    PIPELINES,
+    FilterPipeline,
     compute_metrics,
     extract_answer,
     extract_code,
+    get_extractor,
     get_metric,
-    get_pipeline,
+    list_extractors,
     list_metrics,
-    list_pipelines,
     normalize_number,
     numbers_match,
     pass_at_k,
+    register_extractor,
     register_metric,
+    sign_test,
+    wilson_interval,
 )
 from gcache.scoring.metrics import Metric
 
@@ -53,7 +58,7 @@ def test_extract_answer(text, expected):
 def test_strict_marker_beats_later_numbers():
     text = "The answer is 18. Check: 3 + 15 = 18, and 2 * 9 = 18 too, step 7."
     assert extract_answer(text) == "18"
-    assert extract_answer(text, pipelines=("flexible",)) == "7"
+    assert get_extractor("last_number")(text) == "7"
 
 
 def test_strict_order_and_last_occurrence():
@@ -64,7 +69,7 @@ def test_strict_order_and_last_occurrence():
 
 def test_answer_phrase_without_number_is_not_strict():
     # "the answer is not 3" must not be read as an answer marker.
-    assert get_pipeline("strict")("the answer is not obvious, maybe 3") is None
+    assert extract_answer("the answer is not obvious, maybe 3", pipeline="strict") is None
     assert extract_answer("the answer is not obvious, maybe 3") == "3"  # flexible fallback
 
 
@@ -147,12 +152,23 @@ def test_numbers_match_tolerance():
     assert not numbers_match("0.3333333", "1/3", rel_tol=1e-9)
 
 
-def test_pipeline_registry():
-    assert {"strict", "flexible", "code_block"} <= set(list_pipelines())
-    with pytest.raises(ValueError, match="strict"):
-        get_pipeline("nope")
+def test_extractor_registry_and_pipelines():
+    assert {"number_strict", "last_number", "letter_strict", "last_letter", "math_strict", "code_fenced"} <= set(
+        list_extractors())
+    with pytest.raises(ValueError, match="number_strict"):
+        get_extractor("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_extractor("last_number")(lambda text, example: None)
+    with pytest.raises(ValueError, match="unknown extractor"):
+        FilterPipeline("strict", ("no_such_extractor",))
     with pytest.raises(ValueError, match="number"):
-        extract_answer("18", kind="letter")
+        extract_answer("18", kind="roman")
+    assert set(PIPELINES) == {"number", "letter", "math", "code"}
+    for kind, pipelines in PIPELINES.items():
+        assert set(pipelines) == {"strict", "flexible"}
+        # flexible = strict, then the answer anywhere: it starts with every strict extractor
+        assert pipelines["flexible"].extractors[: len(pipelines["strict"].extractors)] == pipelines["strict"].extractors
+    assert FilterPipeline("strict", ("number_strict",), fallback="[invalid]")("no marker") == "[invalid]"
 
 
 def test_extract_code():
@@ -163,6 +179,38 @@ def test_extract_code():
     assert extract_code("```python\ndef f():\n    return 1") == "def f():\n    return 1"  # cut off
     assert extract_code("    return x\n") == "    return x\n"  # plain continuation
     assert extract_answer("```\nprint(1)\n```", kind="code") == "print(1)\n"
+    assert extract_answer("```\nprint(1)\n```", kind="code", pipeline="strict") is None  # no python tag
+
+
+def test_wilson_interval_against_reference_values():
+    # Reference values: scipy.stats.binomtest(k, n).proportion_ci(method="wilson") (scipy 1.x), written out.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775328), abs=1e-6)
+    assert wilson_interval(5, 10) == pytest.approx((0.2365931, 0.7634069), abs=1e-6)
+    assert wilson_interval(10, 10) == pytest.approx((0.7224672, 1.0), abs=1e-6)
+    low, high = wilson_interval(81, 100)
+    assert low < 0.81 < high and high - low < 0.2
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_sign_test_against_binomial_enumeration():
+    for wins, losses in [(0, 0), (3, 0), (9, 1), (5, 5), (2, 7), (12, 4)]:
+        n = wins + losses
+        # Reference: probability under p = 1/2 of an outcome at most as likely as the observed one.
+        probs = [math.comb(n, i) / 2**n for i in range(n + 1)]
+        observed = probs[wins] if n else 1.0
+        expected = min(1.0, sum(p for p in probs if p <= observed + 1e-12)) if n else 1.0
+        assert sign_test(wins, losses) == pytest.approx(expected)
+
+
+def test_pass_at_k_metrics_from_samples():
+    results = [{"correct": True, "n_samples": 5, "n_correct": 2}, {"correct": False, "n_samples": 5, "n_correct": 0}]
+    got = compute_metrics(results, ["pass@1", "pass@5", "exact_match"])
+    assert got["pass@1"] == pytest.approx((2 / 5 + 0) / 2)
+    assert got["pass@5"] == pytest.approx((1.0 + 0.0) / 2)
+    assert got["exact_match"] == pytest.approx(0.2)
+    assert math.isnan(compute_metrics(results, ["pass@10"])["pass@10"])  # 5 samples cannot estimate pass@10
 
 
 def test_compute_metrics_against_hand_count():

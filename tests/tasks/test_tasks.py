@@ -168,15 +168,15 @@ def test_humaneval_gz_bad_line(tmp_path):
 
 
 def test_registry():
-    assert list_tasks() == ["gsm8k", "humaneval", "svamp"]
+    assert {"gsm8k", "humaneval", "svamp", "mmlu"} <= set(list_tasks())
     assert isinstance(get_task("GSM8K"), GSM8K)
     assert get_task("humaneval", timeout_s=3).timeout_s == 3
-    with pytest.raises(ValueError, match=r"unknown task 'mmlu'; valid: \['gsm8k', 'humaneval', 'svamp'\]"):
-        get_task("mmlu")
+    with pytest.raises(ValueError, match=r"unknown task 'mnist'; valid: \["):
+        get_task("mnist")
     for name in list_tasks():
         task = get_task(name)
         assert isinstance(task, Task) and task.name == name and task.version >= 1
-        assert task.domain in ("math", "code") and task.answer_instruction and task.metrics
+        assert task.domain in ("math", "knowledge", "code") and task.answer_instruction and task.metrics
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -184,9 +184,17 @@ def test_registry():
 
 def test_math_scoring():
     task, example = get_task("svamp"), Example("svamp-x", "q", "51", {})
-    assert task.score("76 - 25 = 51. The answer is 51.0", example) == {"prediction": "51", "correct": True}
-    assert task.score("The answer is 52", example) == {"prediction": "52", "correct": False}
-    assert task.score("no idea", example) == {"prediction": None, "correct": False}
+
+    def both(prediction, correct):
+        return {"prediction": prediction, "correct": correct}
+
+    assert task.score("76 - 25 = 51. The answer is 51.0", example) == {
+        **both("51", True), "scores": {"strict": both("51", True), "flexible": both("51", True)}}
+    assert task.score("The answer is 52", example)["scores"] == {"strict": both("52", False),
+                                                                 "flexible": both("52", False)}
+    assert task.score("76 - 25 = 51", example)["scores"] == {"strict": both(None, False), "flexible": both("51", True)}
+    assert task.score("no idea", example) == {**both(None, False), "scores": {"strict": both(None, False),
+                                                                             "flexible": both(None, False)}}
 
 
 @needs_data
@@ -196,16 +204,15 @@ def test_humaneval_canonical_passes_and_wrong_fails():
     for example in examples:
         canonical = example.meta["canonical_solution"]
         assert task.score(canonical, example)["correct"], example.id
-        assert task.score("    return None\n", example) == {
-            "prediction": "    return None\n",
-            "correct": False,
-            "status": "failed",
-        }
+        wrong = task.score("    return None\n", example)
+        assert (wrong["prediction"], wrong["correct"], wrong["status"]) == ("    return None\n", False, "failed")
+        assert wrong["scores"]["strict"] == {"prediction": None, "correct": False, "status": "empty"}  # no fence
     # A chat-style answer: the whole function in a fence, with some prose around it.
     example = examples[0]
     fenced = f"Sure!\n```python\n{example.question}{example.meta['canonical_solution']}```\nDone."
-    assert task.score(fenced, example)["correct"]
-    assert task.score("", example) == {"prediction": None, "correct": False, "status": "empty"}
+    assert task.score(fenced, example)["correct"] and task.score(fenced, example)["scores"]["strict"]["correct"]
+    empty = task.score("", example)
+    assert (empty["prediction"], empty["correct"], empty["status"]) == (None, False, "empty")
 
 
 @needs_data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from gcache.methods import get_method
 
 logger = logging.getLogger(__name__)
 
-# Prompt set of each dataset when --prompt-set is not given.
-DEFAULT_PROMPT_SETS = {"gsm8k": "gsm8k", "svamp": "gsm8k", "humaneval": "humaneval", "mmlu": "mmlu"}
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -33,10 +32,23 @@ def build_task(cfg: RunConfig):
     return get_task(cfg.dataset)
 
 
-def build_engine(cfg: RunConfig) -> LatentEngine:
+def build_engine(cfg: RunConfig, models: dict | None = None) -> LatentEngine:
+    """The local model as a :class:`LatentEngine`.
+
+    Args:
+        cfg (RunConfig): the run.
+        models (dict | None): loaded ``(model, tokenizer)`` by (model, dtype, device, device map), shared between
+            runs (``gcache compare``); filled here. Default is None (load for this run only).
+    """
     from gcache.models import load_model
 
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+    key = (cfg.model, cfg.dtype, cfg.device, cfg.device_map)
+    if models is not None and key in models:
+        model, tokenizer = models[key]
+    else:
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
+        if models is not None:
+            models[key] = (model, tokenizer)
     try:
         engine = make_engine(model, tokenizer, engine=cfg.engine, realign=cfg.realign)
     except ValueError as err:  # --engine fast for a model --device-map spread over several devices
@@ -64,8 +76,9 @@ def build_team(cfg: RunConfig, num_layers: int):
     from gcache.agents.roles import load_prompt_set
     from gcache.agents.team import Team
     from gcache.modules.embedding import SentenceEmbedder
+    from gcache.tasks import TASKS
 
-    prompt_set = load_prompt_set(cfg.prompt_set or DEFAULT_PROMPT_SETS.get(cfg.dataset, "gsm8k"))
+    prompt_set = load_prompt_set(cfg.prompt_set or TASKS[cfg.dataset].prompt_set)
     agents = prompt_set.select_agents(cfg.agents)
     latent = get_method(cfg.method).latent  # the registry has refused latent methods in mode api
     return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
@@ -74,17 +87,31 @@ def build_team(cfg: RunConfig, num_layers: int):
 
 
 def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None) -> GraphExecutor:
-    from gcache.scoring import extract_answer
-
     decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     return GraphExecutor(engine=engine, api=api, latent_steps=cfg.latent_steps, decode=decode, fuser=fuser,
-                         answer_instruction=task.answer_instruction, extract=extract_answer, seed=cfg.seed)
+                         answer_instruction=task.answer_instruction, extract=task.extract, seed=cfg.seed)
 
 
 def plan_for(cfg: RunConfig, team, graph) -> tuple[Plan, dict]:
     """The plan of one question: a fixed baseline, or the unrolled graph of a learned method."""
-    return get_method(cfg.method).build_plan(cfg.mode, graph=graph, roles=team.roles if team is not None else None,
-                                             message=cfg.message)
+    plan, edges = get_method(cfg.method).build_plan(cfg.mode, graph=graph,
+                                                    roles=team.roles if team is not None else None,
+                                                    message=cfg.message)
+    if cfg.latent_steps == 0 and cfg.zero_latent_steps == "judge_alone":
+        plan, edges = judge_alone(plan), {}
+    return plan, edges
+
+
+def judge_alone(plan: Plan) -> Plan:
+    """``plan`` with an answering node that reads nothing from the latent agents: it decodes from its own prompt.
+
+    The other agents still run (and cost their prefills), as in the LatentMAS reference with ``latent_steps 0``
+    (``methods/latent_mas.py:158`` passes no cache to the judger then). Text agents' outputs still reach it.
+    """
+    last = plan.nodes[-1]
+    latent = {j for j, node in enumerate(plan.nodes) if node.kind == "latent"}
+    alone = dataclasses.replace(last, inputs=tuple(j for j in last.inputs if j not in latent))
+    return dataclasses.replace(plan, nodes=plan.nodes[:-1] + (alone,))
 
 
 def identity_facts(cfg: RunConfig, task) -> dict:

@@ -9,10 +9,16 @@ Writes ``OUT/results.jsonl`` (one object per question, appended and fsynced as e
 ``--shard i/n`` runs every n-th question into the same ``--out`` (its own part of the results, merged by id), and
 under ``torchrun`` the ranks split the questions the same way; rank 0 writes the summary once all have finished
 (:mod:`gcache.distributed`).
+
+Every question is scored by the task's ``strict`` and ``flexible`` pipelines (``scores`` in each record,
+``metrics`` in the summary); ``correct`` / ``accuracy`` are the flexible ones (``accuracy_filter`` says so). The
+summary also states the decoding settings, the seeds, the latent-step settings, the subset (``--limit``) and, for
+code tasks, which sandbox protections were active.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -27,6 +33,7 @@ from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.distributed import Distributed, Shard
 from gcache.io import ResultStore, atomic_write_json, write_summary
 from gcache.recipes import _components as C
+from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +43,11 @@ __all__ = ["EvalRecipe"]
 class EvalRecipe:
     """Evaluate one method on one dataset. ``setup()``, then ``run()``, then ``summary()``."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, models: dict | None = None) -> None:
         if cfg.out is None:
             raise ConfigError("--out DIR is required: results and the resume state are written there")
         self.cfg = cfg
+        self.models = models  # loaded models shared with other runs (gcache compare); None: load for this run
         self.out = Path(cfg.out)
         self.engine = None
         self.api = None
@@ -90,7 +98,7 @@ class EvalRecipe:
     def _build_agents(self) -> None:
         """The local model, the learned team (with its checkpoint) and the executor."""
         cfg = self.cfg
-        self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
+        self.engine = C.build_engine(cfg, self.models) if C.needs_local_model(cfg) else None
         if cfg.learned:
             self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
             if self.ckpt is not None:
@@ -102,6 +110,9 @@ class EvalRecipe:
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
+        if cfg.samples > 1 and cfg.temperature == 0:
+            logger.warning("--samples %d with --temperature 0: greedy decoding gives %d identical samples",
+                           cfg.samples, cfg.samples)
 
     def _check_resume(self) -> None:
         """Refuse to mix results of different experiments in one folder (a folder without results is free)."""
@@ -148,52 +159,91 @@ class EvalRecipe:
         return graphs
 
     def _run_batch(self, batch) -> list[dict]:
-        """Run a batch; questions whose graphs differ run in separate groups (a batch shares one plan)."""
+        """Run a batch (each question ``--samples`` times); questions whose graphs differ run in separate groups
+        (a batch shares one plan)."""
         graphs = self._graphs(batch)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, g in enumerate(graphs):
             groups[repr(g.to_dict()) if g is not None else ""].append(i)
-        records: list[dict | None] = [None] * len(batch)
+        samples = self.cfg.samples
+        traces: list[list] = [[] for _ in batch]
+        seconds = [0.0] * len(batch)
         for members in groups.values():
             graph = graphs[members[0]]
             plan, _ = C.plan_for(self.cfg, self.team, graph)
+            rows = [i for i in members for _ in range(samples)]  # a question's samples are rows of one batch
             t0 = time.perf_counter()
             with torch.no_grad():
-                traces = self.executor.run(plan, [batch[i].question for i in members])
-            seconds = (time.perf_counter() - t0) / len(members)
-            for i, trace in zip(members, traces):
-                records[i] = self._record(batch[i], trace, seconds, graph)
-        return records
+                outputs = self.executor.run(plan, [batch[i].question for i in rows])
+            per_question = (time.perf_counter() - t0) / len(members)
+            for i, trace in zip(rows, outputs):
+                traces[i].append(trace)
+                seconds[i] = per_question
+        return [self._record(ex, traces[i], seconds[i], graphs[i]) for i, ex in enumerate(batch)]
 
-    def _record(self, ex, trace, seconds: float, graph) -> dict:
-        scored = self.task.score(trace.final_text or "", ex) if trace.error is None else {"prediction": None,
-                                                                                            "correct": False}
+    def _score(self, ex, trace) -> dict:
+        if trace.error is not None:
+            missed = {"prediction": None, "correct": False}
+            return {**missed, "scores": {name: dict(missed) for name in self.task.filters}}
+        return self.task.score(trace.final_text or "", ex)
+
+    def _record(self, ex, traces: list, seconds: float, graph) -> dict:
+        """One question's record: the first sample's answer on top, every sample's scores counted per pipeline."""
+        scored = [self._score(ex, t) for t in traces]
+        first, trace = scored[0], traces[0]
+        scores = {}
+        for name, primary in first["scores"].items():
+            scores[name] = dict(primary)
+            if len(scored) > 1:
+                scores[name].update(n_samples=len(scored), n_correct=sum(s["scores"][name]["correct"] for s in scored))
         record = {
             "id": ex.id,
             "question": ex.question,
             "gold": ex.answer,
-            "prediction": scored["prediction"],
-            "correct": bool(scored["correct"]),
+            "prediction": first["prediction"],
+            "correct": bool(first["correct"]),
+            "scores": scores,
             "output": trace.final_text,
-            "prompt_tokens": trace.prompt_tokens,
-            "completion_tokens": trace.completion_tokens,
-            "latent_steps": trace.latent_steps,
+            "prompt_tokens": sum(t.prompt_tokens for t in traces),
+            "completion_tokens": sum(t.completion_tokens for t in traces),
+            "latent_steps": sum(t.latent_steps for t in traces),
             "seconds": round(seconds, 4),
-            "error": trace.error,
+            "error": next((t.error for t in traces if t.error is not None), None),
         }
-        if trace.api_sent:
-            record.update(api_prompt_tokens=trace.api_prompt_tokens,
-                          api_completion_tokens=trace.api_completion_tokens, api_sent=trace.api_sent)
-            record["api_cost_usd"] = self.prices.cost(self.api.settings.model, trace.api_prompt_tokens,
-                                                      trace.api_completion_tokens)
+        if "status" in first:
+            record["status"] = first["status"]
+        if len(traces) > 1:
+            record["samples"] = [{"output": t.final_text, "prediction": s["prediction"], "correct": s["correct"],
+                                  "error": t.error} for t, s in zip(traces, scored)]
+        if any(t.api_sent for t in traces):
+            record.update(api_prompt_tokens=sum(t.api_prompt_tokens for t in traces),
+                          api_completion_tokens=sum(t.api_completion_tokens for t in traces),
+                          api_sent=trace.api_sent)
+            record["api_cost_usd"] = self.prices.cost(self.api.settings.model, record["api_prompt_tokens"],
+                                                      record["api_completion_tokens"])
         if len(trace.node_texts) > 1:
             record["agent_outputs"] = trace.node_texts
         if graph is not None:
             record["graph"] = graph.to_dict()
         return record
 
+    def _metrics(self, records: list[dict]) -> dict:
+        """Per pipeline: the task's metrics (pass@k for every k the samples allow), counts and a Wilson interval."""
+        names = list(dict.fromkeys([*self.task.metrics, *(f"pass@{k}" for k in (1, 5, 10) if k <= self.cfg.samples
+                                                          and self.task.domain == "code")]))
+        metrics = {}
+        for name in self.task.filters:
+            per_question = [r["scores"][name] if "scores" in r else {"correct": r["correct"]} for r in records]
+            correct = sum(bool(s["correct"]) for s in per_question)
+            n = len(per_question)
+            low, high = wilson_interval(correct, n)
+            metrics[name] = {**(compute_metrics(per_question, names) if n else {}), "correct": correct, "n": n,
+                             "accuracy": correct / n if n else 0.0, "ci95": [round(low, 4), round(high, 4)]}
+        return metrics
+
     def summary(self, write: bool = True) -> dict:
         """Totals over every finished question in ``--out`` (all shards' parts); written to summary.json."""
+        cfg = self.cfg
         records = self.store.records()
         ids = {ex.id for ex in self.examples}
         records = [r for r in records if r["id"] in ids]
@@ -204,11 +254,15 @@ class EvalRecipe:
         def total(key: str) -> float:
             return sum(r.get(key) or 0 for r in records)
 
+        metrics = self._metrics(records)
         summary = {
-            "method": self.cfg.method,
-            "dataset": self.cfg.dataset,
+            "method": cfg.method,
+            "dataset": cfg.dataset,
             "task_version": self.task.version,
             "accuracy": correct / n if n else 0.0,
+            "accuracy_filter": self.task.primary_filter,
+            "accuracy_strict": metrics["strict"]["accuracy"],
+            "metrics": metrics,
             "counts": {"questions": len(self.examples), "answered": n, "correct": correct, "errors": errors},
             "totals": {
                 "prompt_tokens": total("prompt_tokens"),
@@ -223,11 +277,35 @@ class EvalRecipe:
                 "seconds": round(total("seconds") / n, 4) if n else None,
                 "completion_tokens": total("completion_tokens") / n if n else None,
             },
-            "config": self.cfg.to_dict(),
+            "subset": self._subset(),
+            "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                         "greedy": cfg.temperature == 0, "samples_per_question": cfg.samples,
+                         "batch_size": cfg.batch_size},
+            "seeds": [cfg.seed],
+            "latent": {"latent_steps": cfg.latent_steps, "realign": cfg.realign, "message": cfg.message,
+                       "zero_latent_steps": cfg.zero_latent_steps if cfg.latent_steps == 0 else None},
+            "config": cfg.to_dict(),
         }
+        if self.task.domain == "code":
+            summary["sandbox"] = self._sandbox
         if write:
             write_summary(self.out, summary, secrets=self.secrets)
         return summary
+
+    def _subset(self) -> dict:
+        """Which questions these are: the full split, or the first ``--limit`` of it (named, never implied)."""
+        cfg = self.cfg
+        source = cfg.data or f"hf://{self.task.hub_name}"
+        limited = cfg.limit is not None and len(self.examples) >= cfg.limit
+        name = (f"the first {cfg.limit} questions of {cfg.dataset} {cfg.split} (--limit {cfg.limit})" if limited
+                else f"the full {cfg.dataset} {cfg.split} split ({len(self.examples)} questions)")
+        return {"split": cfg.split, "source": source, "limit": cfg.limit, "full_split": not limited,
+                "questions": len(self.examples), "name": name}
+
+    @functools.cached_property
+    def _sandbox(self) -> dict:
+        """The protections the code checks ran with (probed once per run)."""
+        return sandbox_report(getattr(self.task, "limits", None))
 
     def cleanup(self) -> None:
         self.engine = None

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from gcache.agents.team import soft_edge_log_probs
 from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.io import atomic_torch_save, atomic_write_json
+from gcache.io.metric_logging import build_metric_logger
 from gcache.methods import get_method
 from gcache.modules.topology import MovingAverageBaseline, group_mean_baseline, reinforce_loss
 from gcache.recipes import _components as C
@@ -80,6 +81,7 @@ class TrainRecipe:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict] = []
+        self.metric_logger = build_metric_logger(self.out / "tensorboard", enabled=cfg.tensorboard)
         self.fuser_loss = (get_method(cfg.method).latent and self.team.fuser is not None and cfg.mode == "local"
                            and cfg.fuser_loss_weight > 0)
         if resume is not None:
@@ -189,6 +191,7 @@ class TrainRecipe:
                 self.history.append(entry)
                 self.step += 1
                 self._save_checkpoint()
+                self.metric_logger.log_dict(entry, step=entry["step"])  # after the checkpoint: a resume logs no step twice
                 bar.set_postfix(reward=f"{entry['reward']:.2f}", nll=f"{entry['answer_nll']:.3f}")
                 bar.update(1)
         return {"steps": self.step, "checkpoint": str(self.checkpoint_path),
@@ -196,3 +199,4 @@ class TrainRecipe:
 
     def cleanup(self) -> None:
         self.engine = None
+        self.metric_logger.close()

@@ -1,17 +1,22 @@
-"""Answer extraction, answer comparison, code execution and metrics: the one place scoring lives."""
+"""Answer extraction, answer comparison, sandboxed code execution and metrics: the one place scoring lives."""
 
-from gcache.scoring.execution import ExecutionResult, run_program
+from gcache.scoring.execution import ExecutionResult, SandboxLimits, run_program, sandbox_report
 from gcache.scoring.filters import (
-    DEFAULT_PIPELINES,
+    ANSWER_KINDS,
+    PIPELINES,
+    FilterPipeline,
     extract_answer,
     extract_boxed,
     extract_code,
-    get_pipeline,
-    list_pipelines,
+    get_extractor,
+    letters_match,
+    list_extractors,
     normalize_number,
     numbers_match,
-    register_pipeline,
+    option_letters,
+    register_extractor,
 )
+from gcache.scoring.latex import math_equal, normalize_math
 from gcache.scoring.metrics import (
     AGGREGATIONS,
     Metric,
@@ -21,26 +26,38 @@ from gcache.scoring.metrics import (
     list_metrics,
     pass_at_k,
     register_metric,
+    sign_test,
+    wilson_interval,
 )
 
 __all__ = [
     "AGGREGATIONS",
-    "DEFAULT_PIPELINES",
+    "ANSWER_KINDS",
     "ExecutionResult",
+    "FilterPipeline",
     "Metric",
+    "PIPELINES",
+    "SandboxLimits",
     "aggregate",
     "compute_metrics",
     "extract_answer",
     "extract_boxed",
     "extract_code",
+    "get_extractor",
     "get_metric",
-    "get_pipeline",
+    "letters_match",
+    "list_extractors",
     "list_metrics",
-    "list_pipelines",
+    "math_equal",
+    "normalize_math",
     "normalize_number",
     "numbers_match",
+    "option_letters",
     "pass_at_k",
+    "register_extractor",
     "register_metric",
-    "register_pipeline",
     "run_program",
+    "sandbox_report",
+    "sign_test",
+    "wilson_interval",
 ]

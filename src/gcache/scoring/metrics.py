@@ -1,8 +1,8 @@
 """Metrics registered with their direction and aggregation (as in lm-eval's ``api/metrics.py``).
 
-A metric maps one sample's score dict (what :meth:`gcache.tasks.Task.score` returns, e.g.
-``{"prediction": "18", "correct": True}``) to a float; its aggregation reduces the per-sample
-values of a run to one number.
+A metric maps one question's score dict under one extraction pipeline (e.g. ``{"prediction": "18", "correct":
+True}``, with ``n_samples`` / ``n_correct`` when several samples were drawn) to a float; its aggregation reduces
+the per-question values of a run to one number. Intervals and paired tests for reports sit next to them.
 
 >>> results = [{"correct": True}, {"correct": False}, {"correct": True}, {"correct": True}]
 >>> compute_metrics(results, ["exact_match"])
@@ -25,6 +25,8 @@ __all__ = [
     "list_metrics",
     "pass_at_k",
     "register_metric",
+    "sign_test",
+    "wilson_interval",
 ]
 
 SampleFn = Callable[[Mapping], float]
@@ -146,11 +148,83 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default).
+
+    .. math:: \\frac{\\hat p + z^2/2n \\pm z\\sqrt{\\hat p(1-\\hat p)/n + z^2/4n^2}}{1 + z^2/n}
+
+    It stays inside [0, 1] and is sensible at 0/n and n/n, unlike the normal approximation.
+
+    Args:
+        successes (int): Number correct.
+        n (int): Number of trials.
+        z (float): Normal quantile. Default is the 97.5% one (a 95% interval).
+
+    Returns:
+        tuple[float, float]: ``(low, high)``; ``(0.0, 1.0)`` when ``n`` is 0.
+
+    Raises:
+        ValueError: Unless ``0 <= successes <= n``.
+
+    >>> [round(x, 4) for x in wilson_interval(0, 10)]
+    [0.0, 0.2775]
+    """
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got {successes}, {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding noise around them
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (McNemar's exact test) on paired outcomes: the p-value of ``wins`` vs ``losses``.
+
+    Ties (both right or both wrong) carry no information and are left out by the caller.
+
+    >>> sign_test(0, 0)
+    1.0
+    >>> round(sign_test(9, 1), 4)
+    0.0215
+    """
+    if wins < 0 or losses < 0:
+        raise ValueError(f"sign_test needs non-negative counts, got {wins}, {losses}")
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _samples(result: Mapping) -> tuple[int, int]:
+    """``(n, c)``: samples drawn for a question and how many were correct (one sample unless stated)."""
+    if "n_samples" in result:
+        return int(result["n_samples"]), int(result["n_correct"])
+    return 1, int(bool(result["correct"]))
+
+
 def _correct(result: Mapping) -> float:
-    return 1.0 if result["correct"] else 0.0
+    n, c = _samples(result)
+    return c / n
 
 
-# One sample per question: all three are the fraction correct, named as each literature names it.
+def _pass_at(k: int) -> SampleFn:
+    def fn(result: Mapping) -> float:
+        n, c = _samples(result)
+        return pass_at_k(n, c, k) if k <= n else math.nan
+
+    return fn
+
+
+# The fraction correct (the mean over samples when there are several), named as each literature names it.
 register_metric("exact_match")(_correct)
 register_metric("accuracy")(_correct)
-register_metric("pass@1")(_correct)
+# Unbiased pass@k from n samples per question (NaN when a question has fewer than k samples).
+register_metric("pass@1")(_pass_at(1))
+register_metric("pass@5")(_pass_at(5))
+register_metric("pass@10")(_pass_at(10))

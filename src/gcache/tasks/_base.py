@@ -1,8 +1,12 @@
-"""Task and Example types, and the loading machinery shared by every task.
+"""Task and Example types, the loading machinery and the scoring every task shares.
 
-A task turns records (lines of a local JSONL/JSON file, or rows of a Hugging Face hub dataset)
-into :class:`Example` objects and scores a model's completion against one. Subclasses only
-declare their metadata and implement :meth:`Task.parse_record` (and :meth:`Task.score`).
+A task is declared once (as lm-eval declares its YAML): where its data comes from (hub name, config and splits
+for users; local files in the hub's layout or the original release's for tests and offline use), how a record
+becomes an :class:`Example` (:meth:`Task.parse_record`), the agents' prompt set, the answer instruction, the
+answer kind (which fixes the ``strict`` and ``flexible`` extraction pipelines of :mod:`gcache.scoring.filters`),
+how an answer is compared with the gold one, the metrics and a version. Subclasses set class attributes and
+implement :meth:`Task.parse_record`; the answer-kind bases (:class:`NumberTask`, :class:`MultipleChoiceTask`,
+:class:`MathExpressionTask`, :class:`CodeTask`) bring the comparison.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from gcache.scoring import extract_answer, numbers_match
+from gcache.scoring import PIPELINES, letters_match, math_equal, numbers_match
 
-__all__ = ["DatasetError", "Example", "MathTask", "Task"]
+__all__ = ["DatasetError", "Example", "MathExpressionTask", "MathTask", "MultipleChoiceTask", "NumberTask", "Task",
+           "format_choices", "read_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,41 @@ def read_json_list(path: Path) -> Iterator[tuple[str, dict]]:
         yield where, record
 
 
+def read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    """Yield ``(location, record)`` for each row of a Parquet file (what the hub stores)."""
+    import pyarrow.parquet as pq  # lazy: only Parquet users need it
+
+    for i, record in enumerate(pq.read_table(path).to_pylist()):
+        yield f"{path}, row {i}", record
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """Records of a local file in any layout the hub or an original release uses, by suffix.
+
+    ``.jsonl`` / ``.jsonl.gz``: one object per line; ``.json`` / ``.json.gz``: a list of objects (or JSON lines);
+    ``.parquet``: rows.
+
+    Raises:
+        DatasetError: On an unsupported suffix or a malformed file (names the file and line).
+    """
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".jsonl"):
+        return read_jsonl(path)
+    if name.endswith(".json"):
+        with _open_text(path) as f:
+            head = f.read(4096).lstrip()
+        return read_json_list(path) if head.startswith("[") else read_jsonl(path)
+    if name.endswith(".parquet"):
+        return read_parquet(path)
+    raise DatasetError(f"{path}: unsupported file type; use .jsonl, .json or .parquet (optionally .gz)")
+
+
+def format_choices(question: str, choices: list[str], letters: str = "ABCDEFGHIJ") -> str:
+    """A multiple-choice question as the agents see it: the stem, then one ``A. option`` line per option."""
+    lines = [f"{letter}. {choice.strip()}" for letter, choice in zip(letters, choices)]
+    return question.strip() + "\n\n" + "\n".join(lines)
+
+
 def require(record: dict, name: str, kind: type | tuple[type, ...] = str) -> Any:
     """``record[name]``, checked to be present and of type ``kind``.
 
@@ -108,39 +148,52 @@ def require(record: dict, name: str, kind: type | tuple[type, ...] = str) -> Any
 
 
 class Task:
-    """Base class of benchmarks.
+    """Base class of benchmarks: declare the class attributes, implement :meth:`parse_record`.
 
-    Subclasses set the class attributes and implement :meth:`parse_record` and :meth:`score`.
     Bump ``version`` whenever parsing, prompts or scoring change, so results stay comparable.
 
     Attributes:
         name (str): Registry name, e.g. ``"gsm8k"``.
         version (int): Scoring/prompt version.
-        domain (str): ``"math"`` or ``"code"``.
-        answer_instruction (str): Model-agnostic instruction appended to prompts.
-        metrics (tuple[str, ...]): Names in :mod:`gcache.scoring.metrics`.
+        domain (str): ``"math"``, ``"knowledge"`` or ``"code"``.
+        answer_kind (str): Key of :data:`gcache.scoring.PIPELINES`: ``number``, ``letter``, ``math`` or ``code``.
+        answer_instruction (str): Model-agnostic instruction appended to the answering agent's prompt.
+        prompt_set (str): Built-in prompt set of the graph methods' agents (:mod:`gcache.agents.roles`).
+        metrics (tuple[str, ...]): Names in :mod:`gcache.scoring.metrics`, reported per pipeline.
         hub_name (str): Hugging Face dataset used when no path is given.
         hub_config (str | None): Its config name.
         splits (tuple[str, ...]): Valid splits.
+        default_split (str): Split used when none is given (the one the anchors report).
+        primary_filter (str): The pipeline behind ``correct`` / ``accuracy`` (the other is reported beside it).
     """
 
     name: ClassVar[str]
     version: ClassVar[int]
     domain: ClassVar[str]
+    answer_kind: ClassVar[str]
     answer_instruction: ClassVar[str]
-    metrics: ClassVar[tuple[str, ...]]
+    prompt_set: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]] = ("exact_match",)
     hub_name: ClassVar[str]
     hub_config: ClassVar[str | None] = None
     splits: ClassVar[tuple[str, ...]] = ("test",)
+    default_split: ClassVar[str] = "test"
+    primary_filter: ClassVar[str] = "flexible"
 
-    def load(self, path: str | Path | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
+    @property
+    def filters(self):
+        """``{"strict": FilterPipeline, "flexible": FilterPipeline}`` of this task's answer kind."""
+        return PIPELINES[self.answer_kind]
+
+    # ------------------------------------------------------------------ loading
+    def load(self, path: str | Path | None = None, split: str | None = None, limit: int | None = None) -> list[Example]:
         """Load examples from a local file, or from the Hugging Face hub when ``path`` is None.
 
         Args:
-            path (str | Path | None): Local dataset file (see the subclass). None downloads
+            path (str | Path | None): Local dataset file or folder (see the subclass). None downloads
                 ``hub_name`` with ``datasets.load_dataset``. Default is None.
-            split (str): One of ``splits``. Default is ``"test"``.
-            limit (int | None): Keep only the first ``limit`` examples. Default is None (all).
+            split (str | None): One of ``splits``. Default is None (``default_split``).
+            limit (int | None): Keep only the first ``limit`` examples. Default is None (the full split).
 
         Returns:
             list[Example]: In file order.
@@ -151,13 +204,14 @@ class Task:
             DatasetError: On a malformed record (names file and line) or an empty dataset.
         """
         _check_limit(limit)
+        split = split or self.default_split
         if split not in self.splits:
             raise ValueError(f"{self.name}: unknown split {split!r}; valid: {list(self.splits)}")
         if path is None:
             source, records = f"hf://{self.hub_name}[{split}]", self._hub_records(split)
         else:
             file = self.resolve_path(Path(path), split)
-            if not file.is_file():
+            if not file.exists():
                 raise FileNotFoundError(f"{self.name}: dataset file not found: {file}")
             source, records = str(file), self.read_file(file, split)
         examples: list[Example] = []
@@ -174,12 +228,12 @@ class Task:
         return examples
 
     def resolve_path(self, path: Path, split: str) -> Path:
-        """Map the user's ``path`` to the file to read (a directory may hold one file per split)."""
-        return path
+        """Map the user's ``path`` to the file to read. Default: a folder holds ``<split>.jsonl``."""
+        return path / f"{split}.jsonl" if path.is_dir() else path
 
     def read_file(self, path: Path, split: str) -> Iterator[tuple[str, dict]]:
-        """Yield ``(location, record)`` from a local file. Default: JSONL (optionally gzipped)."""
-        return read_jsonl(path)
+        """Yield ``(location, record)`` from a local file. Default: :func:`read_records` (JSONL, JSON, Parquet)."""
+        return read_records(path)
 
     def _hub_records(self, split: str) -> Iterator[tuple[str, dict]]:
         import datasets  # lazy: only users loading from the hub need it
@@ -201,30 +255,76 @@ class Task:
         """
         raise NotImplementedError
 
-    def score(self, completion_text: str, example: Example) -> dict:
-        """Score one completion.
+    # ------------------------------------------------------------------ scoring
+    def extract(self, completion_text: str | None, example: Example | None = None,
+                pipeline: str = "flexible") -> str | None:
+        """The answer the ``pipeline`` (``strict`` / ``flexible``) finds in ``completion_text``."""
+        return self.filters[pipeline](completion_text, example)
+
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        """Whether an extracted answer is the gold one."""
+        raise NotImplementedError
+
+    def score(self, completion_text: str | None, example: Example) -> dict:
+        """Score one completion under both pipelines.
 
         Returns:
-            dict: At least ``{"prediction": str | None, "correct": bool}``.
+            dict: ``{"prediction", "correct", "scores": {"strict": {"prediction", "correct"}, "flexible": {...}}}``;
+            the top-level ``prediction`` / ``correct`` are ``primary_filter``'s.
         """
-        raise NotImplementedError
+        scores = {}
+        for name, pipeline in self.filters.items():
+            prediction = pipeline(completion_text, example)
+            scores[name] = {"prediction": prediction, "correct": self.is_correct(prediction, example)}
+        primary = scores[self.primary_filter]
+        return {"prediction": primary["prediction"], "correct": primary["correct"], "scores": scores}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version}, domain={self.domain!r})"
 
 
-class MathTask(Task):
-    """A task whose gold answer is one number, scored by extract-then-compare."""
+class NumberTask(Task):
+    """A task whose gold answer is one number (GSM8K, SVAMP, MultiArith, AIME)."""
 
     domain = "math"
+    answer_kind = "number"
     answer_instruction = "End your response with the final answer as \\boxed{NUMBER}."
-    metrics = ("exact_match",)
+    prompt_set = "gsm8k"
 
-    def score(self, completion_text: str, example: Example) -> dict:
-        """Extract a number (strict, then flexible) and compare it with the gold number.
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        return numbers_match(prediction, example.answer)
 
-        Returns:
-            dict: ``{"prediction": canonical number or None, "correct": bool}``.
-        """
-        prediction = extract_answer(completion_text, kind="number")
-        return {"prediction": prediction, "correct": numbers_match(prediction, example.answer)}
+
+MathTask = NumberTask  # the name earlier versions used
+
+
+class MultipleChoiceTask(Task):
+    """A task whose gold answer is an option letter; ``meta["choices"]`` holds the option texts in order."""
+
+    domain = "knowledge"
+    answer_kind = "letter"
+    answer_instruction = "End your response with the letter of the correct option as \\boxed{LETTER}."
+    prompt_set = "mmlu"
+
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        return letters_match(prediction, example.answer)
+
+    @staticmethod
+    def example(task: str, id_: str, stem: str, choices: list[str], gold_index: int, **meta: Any) -> Example:
+        """An :class:`Example` with the options listed under the stem and the gold letter."""
+        if not 0 <= gold_index < len(choices):
+            raise DatasetError(f"gold option {gold_index} out of range for {len(choices)} options")
+        return Example(id=id_, question=format_choices(stem, choices), answer="ABCDEFGHIJ"[gold_index],
+                       meta={"choices": [c.strip() for c in choices], **meta})
+
+
+class MathExpressionTask(Task):
+    """A task whose gold answer is a LaTeX expression (MATH-500), compared after normalisation."""
+
+    domain = "math"
+    answer_kind = "math"
+    answer_instruction = "End your response with the final answer in simplest form as \\boxed{ANSWER}."
+    prompt_set = "gsm8k"
+
+    def is_correct(self, prediction: str | None, example: Example) -> bool:
+        return math_equal(prediction, example.answer)

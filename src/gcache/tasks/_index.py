@@ -1,4 +1,4 @@
-"""Task registry: name -> Task class."""
+"""Task registry: every built-in task by name, declared once and used by every method."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from gcache.tasks._base import Task
+from gcache.tasks.aime import AIME2024, AIME2025
+from gcache.tasks.aqua import AQuA
+from gcache.tasks.arc import ARCChallenge, ARCEasy
+from gcache.tasks.gpqa import GPQADiamond
 from gcache.tasks.gsm8k import GSM8K
-from gcache.tasks.humaneval import HumanEval
+from gcache.tasks.humaneval import HumanEval, HumanEvalPlus
+from gcache.tasks.math500 import MATH500
+from gcache.tasks.mbpp import MBPP, MBPPPlus
+from gcache.tasks.medqa import MedQA
+from gcache.tasks.mmlu import MMLU
+from gcache.tasks.multiarith import MultiArith
 from gcache.tasks.svamp import SVAMP
 
 __all__ = ["TASKS", "get_task", "list_tasks"]
 
+_ALL = (GSM8K, SVAMP, MultiArith, AQuA, MMLU, ARCEasy, ARCChallenge, GPQADiamond, MedQA, AIME2024, AIME2025,
+        MATH500, HumanEval, HumanEvalPlus, MBPP, MBPPPlus)
 #: Every built-in task by name (read-only).
-TASKS: Mapping[str, type[Task]] = MappingProxyType({cls.name: cls for cls in (GSM8K, SVAMP, HumanEval)})
+TASKS: Mapping[str, type[Task]] = MappingProxyType({cls.name: cls for cls in _ALL})
 
 
 def list_tasks() -> list[str]:
@@ -26,7 +37,7 @@ def get_task(name: str, **kwargs: Any) -> Task:
 
     Args:
         name (str): e.g. ``"gsm8k"``.
-        **kwargs: Passed to the task's constructor (e.g. ``timeout_s`` for HumanEval).
+        **kwargs: Passed to the task's constructor (e.g. ``timeout_s`` for the code tasks).
 
     Returns:
         Task: A new instance.

@@ -6,16 +6,14 @@ after ``####`` at the end of ``answer``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gcache.scoring import normalize_number
-from gcache.tasks._base import DatasetError, Example, MathTask, require
+from gcache.tasks._base import DatasetError, Example, NumberTask, require
 
 __all__ = ["GSM8K"]
 
 
-class GSM8K(MathTask):
-    """GSM8K, from ``openai/gsm8k`` (config ``main``) or a local JSONL file.
+class GSM8K(NumberTask):
+    """GSM8K, from ``openai/gsm8k`` (config ``main``: train 7473 / test 1319) or a local JSONL file.
 
     ``path`` may be the JSONL file itself or a directory holding ``<split>.jsonl``.
     Example ids are ``gsm8k-<split>-<index>`` (0-based, file order).
@@ -26,13 +24,10 @@ class GSM8K(MathTask):
     """
 
     name = "gsm8k"
-    version = 1
+    version = 2  # 2: strict and flexible scores reported side by side
     hub_name = "openai/gsm8k"
     hub_config = "main"
     splits = ("train", "test")
-
-    def resolve_path(self, path: Path, split: str) -> Path:
-        return path / f"{split}.jsonl" if path.is_dir() else path
 
     def parse_record(self, record: dict, index: int, split: str) -> Example:
         question = require(record, "question")

@@ -1,51 +1,47 @@
-"""HumanEval (Chen et al., 2021): 164 Python functions to complete, checked by unit tests.
+"""HumanEval (Chen et al., 2021) and HumanEval+ (EvalPlus, Liu et al., 2023): 164 Python functions to complete.
 
-Local files are the original ``HumanEval.jsonl.gz`` (or unzipped ``.jsonl``): objects with
-``task_id``, ``prompt``, ``canonical_solution``, ``test`` and ``entry_point``.
+Local files are the original ``HumanEval.jsonl.gz`` (or unzipped ``.jsonl``), or the hub's rows (JSONL, JSON,
+Parquet): objects with ``task_id``, ``prompt``, ``canonical_solution``, ``test`` and ``entry_point``. HumanEval+
+(``evalplus/humanevalplus``) has the same fields, with many more tests in ``test``.
 """
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
-from gcache.scoring import extract_code, run_program
-from gcache.tasks._base import Example, Task, require
+from gcache.tasks._base import Example, require
+from gcache.tasks._code import CodeTask, defines
 
-__all__ = ["HumanEval"]
+__all__ = ["HumanEval", "HumanEvalPlus"]
 
 
-class HumanEval(Task):
-    """HumanEval, from ``openai/openai_humaneval`` or a local ``.jsonl``/``.jsonl.gz`` file.
+class HumanEval(CodeTask):
+    """HumanEval, from ``openai/openai_humaneval`` or a local file.
 
     ``Example.question`` is the prompt (signature + docstring), ``Example.answer`` the test code
     defining ``check(candidate)``; ``meta`` holds ``entry_point``, ``canonical_solution`` and
     ``task_id``. Ids are ``humaneval-<n>``.
 
-    Scoring runs prompt + completion + tests + ``check(entry_point)`` in a separate
-    ``python -I`` process (see :func:`gcache.scoring.run_program`) — model-written code is
-    executed, isolated by process but not sandboxed.
+    Scoring runs prompt + completion + tests + ``check(entry_point)`` in the sandbox
+    (:func:`gcache.scoring.run_program`).
 
     Args:
         timeout_s (float): Time limit of one check, in seconds. Default is 10.
+        limits (SandboxLimits | None): The other sandbox limits. Default is ``SandboxLimits()``.
     """
 
     name = "humaneval"
-    version = 1
-    domain = "code"
+    version = 2  # 2: sandboxed; strict and flexible scores reported side by side
     answer_instruction = "Write the complete Python function in a single ```python code block."
-    metrics = ("pass@1",)
     hub_name = "openai/openai_humaneval"
-    splits = ("test",)
 
-    def __init__(self, timeout_s: float = 10.0) -> None:
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.timeout_s = timeout_s
+    def resolve_path(self, path: Path, split: str) -> Path:
+        return path
 
     def parse_record(self, record: dict, index: int, split: str) -> Example:
         task_id = require(record, "task_id")
         return Example(
-            id=task_id.replace("/", "-").lower(),
+            id=task_id.replace("/", "-").lower().replace("humaneval", self.name),
             question=require(record, "prompt"),
             answer=require(record, "test"),
             meta={
@@ -55,8 +51,7 @@ class HumanEval(Task):
             },
         )
 
-    @staticmethod
-    def build_program(code: str, example: Example) -> str:
+    def build_program(self, code: str, example: Example) -> str:
         """The program that checks ``code``: prompt, code, tests, ``check(entry_point)``.
 
         A completion that defines the entry point is appended after the prompt (whose imports
@@ -64,19 +59,16 @@ class HumanEval(Task):
         taken as the continuation of the prompt's function body.
         """
         entry_point = example.meta["entry_point"]
-        defines = re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
-        body = f"{example.question}\n{code}" if defines else example.question + code
+        body = f"{example.question}\n{code}" if defines(code, entry_point) else example.question + code
         return f"{body}\n\n{example.answer}\n\ncheck({entry_point})\n"
 
-    def score(self, completion_text: str, example: Example) -> dict:
-        """Run the tests on the completion's code.
 
-        Returns:
-            dict: ``{"prediction": code or None, "correct": bool, "status": "passed" | "failed" |
-            "timeout" | "empty"}``.
-        """
-        code = extract_code(completion_text or "", example.meta["entry_point"])
-        if not code.strip():
-            return {"prediction": None, "correct": False, "status": "empty"}
-        result = run_program(self.build_program(code, example), timeout_s=self.timeout_s)
-        return {"prediction": code, "correct": result.passed, "status": result.status}
+class HumanEvalPlus(HumanEval):
+    """HumanEval+, from ``evalplus/humanevalplus``: HumanEval's problems with EvalPlus's extra tests.
+
+    Ids are ``humanevalplus-<n>``.
+    """
+
+    name = "humanevalplus"
+    version = 1
+    hub_name = "evalplus/humanevalplus"

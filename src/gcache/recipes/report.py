@@ -1,0 +1,348 @@
+"""``gcache report DIR``: tables and plots from the runs in a folder (a ``gcache compare`` output, or any folder of
+``gcache eval`` runs).
+
+For every task, one markdown table with a row per method, seeds pooled:
+
+* accuracy (the ``flexible`` pipeline unless ``--filter strict``) with its Wilson 95% interval; the other
+  pipeline's accuracy beside it;
+* paired wins / losses against the baseline method (same question, same seed: the method right and the baseline
+  wrong is a win) with the exact sign-test p-value;
+* generated tokens, latent steps and seconds per question, API cost, and the ratios of tokens and seconds to the
+  baseline's.
+
+The interval treats every (question, seed) as a trial, so with several seeds it is narrower than one over
+questions alone would be: the table says how many questions and seeds it pooled. Above the tables: the model,
+decoding settings and seeds of each method, the subset of each task, and for code tasks the sandbox protections.
+
+Plots (PNG, next to ``report.md``): accuracy against generated tokens and against seconds per question, the
+training curves of any trained checkpoint a run used, and for learned-graph runs how often each edge was used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gcache.config import ConfigError
+from gcache.io import ResultStore, atomic_write_text
+from gcache.methods import METHODS
+from gcache.plotting import CostPoint, plot_accuracy_vs_cost, plot_topology, plot_training_curves
+from gcache.scoring import sign_test, wilson_interval
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Run", "Row", "collect_runs", "summarize", "render_markdown", "write_report"]
+
+
+@dataclass
+class Run:
+    """One ``gcache eval`` folder: which cell it is, its summary and its per-question records."""
+
+    task: str
+    method: str
+    seed: int
+    folder: Path
+    summary: dict
+    records: list[dict]
+
+
+@dataclass
+class Row:
+    """One (task, method) of a report, seeds pooled."""
+
+    task: str
+    method: str
+    seeds: list[int]
+    questions: int
+    trials: int
+    correct: float
+    accuracy: float
+    low: float
+    high: float
+    other_accuracy: float
+    tokens: float
+    latent_steps: float
+    seconds: float
+    api_cost: float
+    wins: int | None = None
+    losses: int | None = None
+    ties: int | None = None
+    p_value: float | None = None
+    token_ratio: float | None = None
+    time_ratio: float | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def _read_records(folder: Path) -> list[dict]:
+    """A run's records, every results part of the folder merged by id (shards, ranks)."""
+    return ResultStore(folder).records()
+
+
+def collect_runs(folder: str | Path) -> list[Run]:
+    """The runs under ``folder``: the cells of its ``compare.json``, or every folder holding a ``summary.json``.
+
+    Raises:
+        ConfigError: If ``folder`` holds no finished run.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"gcache report: {folder} is not a folder")
+    runs = []
+    state = folder / "compare.json"
+    if state.is_file():
+        cells = json.loads(state.read_text(encoding="utf-8"))["cells"]
+        for cell in cells:
+            run_dir = folder / cell["out"]
+            if (run_dir / "summary.json").is_file():
+                summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+                runs.append(Run(cell["task"], cell["method"], cell["seed"], run_dir, summary,
+                                _read_records(run_dir)))
+    else:
+        for path in sorted(folder.rglob("summary.json")):
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            seed = (summary.get("seeds") or [summary.get("config", {}).get("seed", 0)])[0]
+            runs.append(Run(summary["dataset"], summary["method"], seed, path.parent, summary,
+                            _read_records(path.parent)))
+    if not runs:
+        raise ConfigError(f"gcache report: no finished runs (summary.json) under {folder}")
+    return runs
+
+
+def _question_score(record: dict, pipeline: str) -> tuple[float, int]:
+    """``(correct, trials)`` of one record under ``pipeline``: samples count as trials."""
+    score = record.get("scores", {}).get(pipeline)
+    if score is None:  # a run from before strict/flexible scoring: its `correct` is the only score
+        return float(bool(record["correct"])), 1
+    if "n_samples" in score:
+        return float(score["n_correct"]), int(score["n_samples"])
+    return float(bool(score["correct"])), 1
+
+
+def _outcome(record: dict, pipeline: str) -> bool:
+    score = record.get("scores", {}).get(pipeline)
+    return bool(score["correct"] if score is not None else record["correct"])
+
+
+def _settings(summary: dict) -> dict:
+    cfg = summary.get("config", {})
+    latent = summary.get("latent", {})
+    return {
+        "model": cfg.get("model"), "mode": cfg.get("mode"), "method": cfg.get("method"),
+        "temperature": cfg.get("temperature"), "top_p": cfg.get("top_p"),
+        "max_new_tokens": cfg.get("max_new_tokens"), "samples": cfg.get("samples", 1),
+        "latent_steps": latent.get("latent_steps", cfg.get("latent_steps")), "realign": cfg.get("realign"),
+        "zero_latent_steps": latent.get("zero_latent_steps"), "topology": cfg.get("topology"),
+        "checkpoint": cfg.get("checkpoint"),
+    }
+
+
+def summarize(runs: list[Run], baseline: str | None, pipeline: str = "flexible") -> list[Row]:
+    """Pool the seeds of each (task, method) and pair each method with ``baseline``.
+
+    Args:
+        runs (list[Run]): from :func:`collect_runs`.
+        baseline (str | None): method the others are paired against; None: no pairing.
+        pipeline (str): ``flexible`` or ``strict``: the accuracy reported first. Default is ``flexible``.
+
+    Returns:
+        list[Row]: in task order, then method order, as the runs came.
+    """
+    other = "strict" if pipeline == "flexible" else "flexible"
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.task, run.method)].append(run)
+    rows = []
+    for (task, method), group in groups.items():
+        records = [r for run in group for r in run.records]
+        scores = [_question_score(r, pipeline) for r in records]
+        correct, trials = sum(s[0] for s in scores), sum(s[1] for s in scores)
+        other_scores = [_question_score(r, other) for r in records]
+        low, high = wilson_interval(round(correct), trials) if trials else (0.0, 1.0)
+        n = len(records) or 1
+        rows.append(Row(
+            task=task, method=method, seeds=sorted(run.seed for run in group),
+            questions=len({r["id"] for r in records}), trials=trials, correct=correct,
+            accuracy=correct / trials if trials else math.nan, low=low, high=high,
+            other_accuracy=(sum(s[0] for s in other_scores) / sum(s[1] for s in other_scores)) if trials else math.nan,
+            tokens=sum(r.get("completion_tokens") or 0 for r in records) / n,
+            latent_steps=sum(r.get("latent_steps") or 0 for r in records) / n,
+            seconds=sum(r.get("seconds") or 0 for r in records) / n,
+            api_cost=sum(r.get("api_cost_usd") or 0 for r in records),
+            settings=_settings(group[0].summary),
+        ))
+    if baseline is not None:
+        _pair(rows, groups, baseline, pipeline)
+    return rows
+
+
+def _pair(rows: list[Row], groups: dict, baseline: str, pipeline: str) -> None:
+    for row in rows:
+        base_runs = groups.get((row.task, baseline))
+        if not base_runs or row.method == baseline:
+            continue
+        base = {(run.seed, r["id"]): _outcome(r, pipeline) for run in base_runs for r in run.records}
+        wins = losses = ties = 0
+        for run in groups[(row.task, row.method)]:
+            for r in run.records:
+                b = base.get((run.seed, r["id"]))
+                if b is None:
+                    continue
+                mine = _outcome(r, pipeline)
+                wins += mine and not b
+                losses += b and not mine
+                ties += mine == b
+        row.wins, row.losses, row.ties, row.p_value = wins, losses, ties, sign_test(wins, losses)
+        base_row = next(x for x in rows if x.task == row.task and x.method == baseline)
+        row.token_ratio = row.tokens / base_row.tokens if base_row.tokens else None
+        row.time_ratio = row.seconds / base_row.seconds if base_row.seconds else None
+
+
+def _fmt(x: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}{suffix}"
+
+
+def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipeline: str, command: str) -> str:
+    """The report as markdown: settings, then one table per task."""
+    other = "strict" if pipeline == "flexible" else "flexible"
+    lines = [f"# gcache report", "", f"    {command}", ""]
+    lines += ["## Settings", ""]
+    seen = {}
+    for run in runs:
+        seen.setdefault(run.method, _settings(run.summary))
+    for method, s in seen.items():
+        decoding = ("greedy" if not s["temperature"] else f"temperature {s['temperature']}, top-p {s['top_p']}")
+        kind = METHODS.get(s["method"])
+        latent = (f"; {s['latent_steps']} latent steps, realign {'on' if s['realign'] else 'off'}"
+                  + (f", latent steps 0 = {s['zero_latent_steps']}" if s["zero_latent_steps"] else "")
+                  if kind is not None and kind.latent else "")
+        extra = f"; topology {s['topology']}" if kind is not None and kind.learns else ""
+        extra += f"; checkpoint {s['checkpoint']}" if s["checkpoint"] else ""
+        lines.append(f"- **{method}** (`--method {s['method']}`, {s['mode']}): model {s['model']}; {decoding}; "
+                     f"at most {s['max_new_tokens']} new tokens; {s['samples']} sample(s) per question{latent}{extra}")
+    seeds = sorted({run.seed for run in runs})
+    lines.append(f"- seeds: {', '.join(map(str, seeds))}")
+    for task in dict.fromkeys(run.task for run in runs):
+        first = next(run for run in runs if run.task == task)
+        subset = first.summary.get("subset", {}).get("name", f"{first.summary['counts']['questions']} questions")
+        lines.append(f"- {task}: {subset} (task version {first.summary.get('task_version')})")
+        sandbox = first.summary.get("sandbox")
+        if sandbox:
+            off = [f"{k} ({v[5:]})" for k, v in sandbox.items() if not v.startswith("on")]
+            lines.append(f"  - code ran in the sandbox: {len(sandbox) - len(off)} of {len(sandbox)} protections on"
+                         + (f"; off: {'; '.join(off)}" if off else ""))
+    lines += ["", f"Accuracy is the `{pipeline}` extraction's (the `{other}` one beside it), pooled over seeds, with "
+              "a Wilson 95% interval over (question, seed) trials. W/L/T: questions the method got right and the "
+              f"baseline ({baseline}) wrong / the reverse / same outcome, same seed; p: exact sign test.", ""]
+    for task in dict.fromkeys(row.task for row in rows):
+        lines += [f"## {task}", "",
+                  f"| method | n (q × seeds) | accuracy [95% CI] | {other} | W/L/T vs {baseline} | p | "
+                  "gen tokens / q | latent steps / q | s / q | API $ | tokens × | time × |",
+                  "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in (r for r in rows if r.task == task):
+            paired = "—" if row.wins is None else f"{row.wins}/{row.losses}/{row.ties}"
+            lines.append(
+                f"| {row.method} | {row.questions} × {len(row.seeds)} | {_fmt(row.accuracy, 3)} "
+                f"({row.correct:g}/{row.trials}) [{row.low:.3f}, {row.high:.3f}] | {_fmt(row.other_accuracy, 3)} | "
+                f"{paired} | {_fmt(row.p_value, 3)} | {_fmt(row.tokens, 1)} | {_fmt(row.latent_steps, 1)} | "
+                f"{_fmt(row.seconds, 2)} | {_fmt(row.api_cost, 4)} | {_fmt(row.token_ratio, 2, 'x')} | "
+                f"{_fmt(row.time_ratio, 2, 'x')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _edge_frequencies(records: list[dict]) -> tuple[list[str], list[list[float]], list[list[float]] | None] | None:
+    graphs = [r["graph"] for r in records if r.get("graph")]
+    if not graphs:
+        return None
+    agents = graphs[0]["agents"]
+    n = len(agents)
+    graphs = [g for g in graphs if g["agents"] == agents]
+    spatial = [[sum(g["spatial"][u][v] for g in graphs) / len(graphs) for v in range(n)] for u in range(n)]
+    temporal = None
+    if any(g.get("num_rounds", 1) > 1 for g in graphs):
+        temporal = [[sum(g["temporal"][u][v] for g in graphs) / len(graphs) for v in range(n)] for u in range(n)]
+    return [f"{a}#{i}" for i, a in enumerate(agents)], spatial, temporal
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def write_plots(rows: list[Row], runs: list[Run], out: Path) -> list[Path]:
+    """Accuracy vs tokens and vs seconds, training curves of trained checkpoints, edge use of learned graphs."""
+    written = []
+    usable = [row for row in rows if not math.isnan(row.accuracy)]
+    if usable:
+        for name, attr, label in (("accuracy_vs_tokens.png", "tokens", "generated tokens / question"),
+                                  ("accuracy_vs_seconds.png", "seconds", "seconds / question")):
+            points = [CostPoint(r.task, r.method, r.accuracy, r.low, r.high, getattr(r, attr)) for r in usable]
+            written.append(plot_accuracy_vs_cost(points, out / name, label))
+    checkpoints = {}
+    for run in runs:
+        ckpt = run.summary.get("config", {}).get("checkpoint")
+        if ckpt:
+            checkpoints.setdefault(run.method, Path(ckpt))
+    for method, ckpt in checkpoints.items():
+        history = (ckpt if ckpt.is_dir() else ckpt.parent) / "history.json"
+        if history.is_file():
+            entries = json.loads(history.read_text(encoding="utf-8"))
+            if entries:
+                written.append(plot_training_curves(entries, out / f"training_curves_{_slug(method)}.png",
+                                                    keys=("loss", "reward", "answer_nll")))
+        else:
+            logger.warning("report: %s used checkpoint %s but no history.json is next to it", method, ckpt)
+    by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in runs:
+        by_cell[(run.task, run.method)].extend(run.records)
+    for (task, method), records in by_cell.items():
+        freq = _edge_frequencies(records)
+        if freq is not None:
+            names, spatial, temporal = freq
+            written.append(plot_topology(spatial, temporal, names, out / f"topology_{_slug(task)}_{_slug(method)}.png",
+                                         title=f"{method} on {task}: fraction of questions using each edge"))
+    return written
+
+
+def write_report(folder: str | Path, *, baseline: str | None = None, pipeline: str = "flexible",
+                 out: str | Path | None = None, command: str = "") -> tuple[Path, list[Path]]:
+    """Write ``report.md`` and the plots for the runs under ``folder``.
+
+    Args:
+        folder (str | Path): a ``gcache compare`` output or a folder of ``gcache eval`` runs.
+        baseline (str | None): method to pair against. Default: compare's baseline, else the first method.
+        pipeline (str): ``flexible`` or ``strict``. Default is ``flexible``.
+        out (str | Path | None): where to write. Default: ``folder``.
+        command (str): the command line, quoted in the report.
+
+    Returns:
+        tuple: ``(report.md path, plot paths)``.
+
+    Raises:
+        ConfigError: No runs, an unknown baseline or pipeline.
+    """
+    if pipeline not in ("flexible", "strict"):
+        raise ConfigError(f"--filter: unknown value {pipeline!r}; choose flexible or strict")
+    folder = Path(folder)
+    runs = collect_runs(folder)
+    methods = list(dict.fromkeys(run.method for run in runs))
+    if baseline is None:
+        state = folder / "compare.json"
+        baseline = json.loads(state.read_text())["matrix"].get("baseline") if state.is_file() else None
+        baseline = baseline if baseline in methods else methods[0]
+    elif baseline not in methods:
+        raise ConfigError(f"--baseline: {baseline!r} is not among the methods here ({', '.join(methods)})")
+    rows = summarize(runs, baseline, pipeline)
+    out = Path(out) if out is not None else folder
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(rows, runs, out)
+    text = render_markdown(rows, runs, baseline, pipeline, command or f"gcache report {folder}")
+    if plots:
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    path = out / "report.md"
+    atomic_write_text(path, text)
+    return path, plots
