@@ -41,6 +41,7 @@ __all__ = [
     "extract_answer",
     "extract_boxed",
     "extract_code",
+    "defines_function",
     "get_extractor",
     "letters_match",
     "list_extractors",
@@ -287,39 +288,6 @@ def last_number(text: str, example: Any = None) -> str | None:
     return normalize_number(matches[-1]) if matches else None
 
 
-# --------------------------------------------------------------------------- code
-
-_FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
-def extract_code(text: str, entry_point: str | None = None) -> str:
-    """Python code in a model's answer.
-
-    Takes the fenced blocks (```` ```python ````, ```` ```py ```` or bare ```` ``` ````; an
-    unclosed last fence runs to the end, as when generation is cut off). Prefers the first block
-    that defines ``entry_point``, else the first Python block; with no fence, returns ``text``.
-
-    Args:
-        text (str): The model's output.
-        entry_point (str | None): Function name to look for. Default is None.
-
-    Returns:
-        str: The code.
-    """
-    blocks = [(lang.lower(), body) for lang, body in _FENCE_RE.findall(text)]
-    blocks = [(lang, body) for lang, body in blocks if lang in ("", "python", "py", "python3")]
-    if not blocks:
-        return text
-    if entry_point is not None:
-        pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
-        for _, body in blocks:
-            if pattern.search(body):
-                return body
-    tagged = [body for lang, body in blocks if lang]
-    return (tagged or [blocks[0][1]])[0]
-
-
-
 # --------------------------------------------------------------------------- option letters
 
 _ALL_LETTERS = "ABCDEFGHIJ"
@@ -442,6 +410,12 @@ def last_math(text: str, example: Any = None) -> str | None:
 # --------------------------------------------------------------------------- code
 
 _FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_CLOSED_FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def defines_function(code: str, name: str) -> bool:
+    """Whether ``code`` defines function ``name`` (a ``def`` at the start of a line)."""
+    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
 
 
 def extract_code(text: str, entry_point: str | None = None) -> str:
@@ -463,9 +437,8 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     if not blocks:
         return text
     if entry_point is not None:
-        pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
         for _, body in blocks:
-            if pattern.search(body):
+            if defines_function(body, entry_point):
                 return body
     tagged = [body for lang, body in blocks if lang]
     return (tagged or [blocks[0][1]])[0]
@@ -480,8 +453,7 @@ def fenced_code(text: str, example: Any = None) -> str | None:
     blocks = [body for lang, body in _CLOSED_FENCE_RE.findall(text) if lang.lower() in ("python", "py", "python3")]
     if entry_point is None:
         return blocks[0] if blocks else None
-    pattern = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
-    return next((b for b in blocks if pattern.search(b)), None)
+    return next((b for b in blocks if defines_function(b, entry_point)), None)
 
 
 @register_extractor("code_any")
@@ -491,8 +463,6 @@ def any_code(text: str, example: Any = None) -> str | None:
     code = extract_code(text, entry_point)
     return code if code.strip() else None
 
-
-_CLOSED_FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 # --------------------------------------------------------------------------- the pipelines of each answer kind
 

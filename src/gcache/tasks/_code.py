@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
 from gcache.scoring import SandboxLimits, run_program
 from gcache.tasks._base import Example, Task
 
-__all__ = ["CodeTask", "defines"]
-
-
-def defines(code: str, function: str) -> bool:
-    """Whether ``code`` defines ``function`` at the start of a line."""
-    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(function)}\s*\(", code, re.MULTILINE) is not None
+__all__ = ["CodeTask"]
 
 
 class CodeTask(Task):

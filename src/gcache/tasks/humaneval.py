@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gcache.scoring.filters import defines_function
 from gcache.tasks._base import Example, require
-from gcache.tasks._code import CodeTask, defines
+from gcache.tasks._code import CodeTask
 
 __all__ = ["HumanEval", "HumanEvalPlus"]
 
@@ -59,7 +60,7 @@ class HumanEval(CodeTask):
         taken as the continuation of the prompt's function body.
         """
         entry_point = example.meta["entry_point"]
-        body = f"{example.question}\n{code}" if defines(code, entry_point) else example.question + code
+        body = f"{example.question}\n{code}" if defines_function(code, entry_point) else example.question + code
         return f"{body}\n\n{example.answer}\n\ncheck({entry_point})\n"
 
 
