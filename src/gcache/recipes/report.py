@@ -26,7 +26,6 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gcache.config import ConfigError
 from gcache.io import ResultStore, atomic_write_text
