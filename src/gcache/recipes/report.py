@@ -7,8 +7,8 @@ For every task, one markdown table with a row per method, seeds pooled:
   pipeline's accuracy beside it;
 * paired wins / losses against the baseline method (same question, same seed: the method right and the baseline
   wrong is a win) with the exact sign-test p-value;
-* generated tokens, latent steps and seconds per question, API cost, and the ratios of tokens and seconds to the
-  baseline's.
+* prompt and generated tokens, latent steps and seconds per question, API cost, and the ratios of generated
+  tokens and seconds to the baseline's.
 
 The interval treats every (question, seed) as a trial, so with several seeds it is narrower than one over
 questions alone would be: the table says how many questions and seeds it pooled. Above the tables: the model,
@@ -64,6 +64,7 @@ class Row:
     low: float
     high: float
     other_accuracy: float
+    prompt_tokens: float
     tokens: float
     latent_steps: float
     seconds: float
@@ -168,6 +169,7 @@ def summarize(runs: list[Run], baseline: str | None, pipeline: str = "flexible")
             questions=len({r["id"] for r in records}), trials=trials, correct=correct,
             accuracy=correct / trials if trials else math.nan, low=low, high=high,
             other_accuracy=(sum(s[0] for s in other_scores) / sum(s[1] for s in other_scores)) if trials else math.nan,
+            prompt_tokens=sum(r.get("prompt_tokens") or 0 for r in records) / n,
             tokens=sum(r.get("completion_tokens") or 0 for r in records) / n,
             latent_steps=sum(r.get("latent_steps") or 0 for r in records) / n,
             seconds=sum(r.get("seconds") or 0 for r in records) / n,
@@ -240,14 +242,15 @@ def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipe
     for task in dict.fromkeys(row.task for row in rows):
         lines += [f"## {task}", "",
                   f"| method | n (q × seeds) | accuracy [95% CI] | {other} | W/L/T vs {baseline} | p | "
-                  "gen tokens / q | latent steps / q | s / q | API $ | tokens × | time × |",
-                  "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "prompt tokens / q | gen tokens / q | latent steps / q | s / q | API $ | gen tokens × | time × |",
+                  "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in (r for r in rows if r.task == task):
             paired = "—" if row.wins is None else f"{row.wins}/{row.losses}/{row.ties}"
             lines.append(
                 f"| {row.method} | {row.questions} × {len(row.seeds)} | {_fmt(row.accuracy, 3)} "
                 f"({row.correct:g}/{row.trials}) [{row.low:.3f}, {row.high:.3f}] | {_fmt(row.other_accuracy, 3)} | "
-                f"{paired} | {_fmt(row.p_value, 3)} | {_fmt(row.tokens, 1)} | {_fmt(row.latent_steps, 1)} | "
+                f"{paired} | {_fmt(row.p_value, 3)} | {_fmt(row.prompt_tokens, 1)} | {_fmt(row.tokens, 1)} | "
+                f"{_fmt(row.latent_steps, 1)} | "
                 f"{_fmt(row.seconds, 2)} | {_fmt(row.api_cost, 4)} | {_fmt(row.token_ratio, 2, 'x')} | "
                 f"{_fmt(row.time_ratio, 2, 'x')} |")
         lines.append("")
