@@ -246,17 +246,17 @@ def plot_accuracy_vs_cost(
     tasks = list(dict.fromkeys(p.task for p in points))
     methods = list(dict.fromkeys(p.method for p in points))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    markers = {m: "osD^vP*Xph"[i % 10] for i, m in enumerate(methods)}  # colour and shape: legible in grey too
     fig = Figure(figsize=(4.2 * len(tasks), 3.6), layout="constrained")
     axes = fig.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
     for ax, task in zip(axes, tasks):
         for p in (p for p in points if p.task == task):
             ax.errorbar([p.cost], [p.accuracy], yerr=[[max(0.0, p.accuracy - p.low)], [max(0.0, p.high - p.accuracy)]],
-                        fmt="o",
-                        color=colours[p.method], capsize=4, markersize=7, label=p.method)
-            ax.annotate(p.method, (p.cost, p.accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+                        fmt=markers[p.method], color=colours[p.method], capsize=4, markersize=7, alpha=0.85,
+                        label=p.method)
         costs = [p.cost for p in points if p.task == task]
         span = max(costs) - min(costs) or max(costs) or 1.0
-        ax.set_xlim(min(costs) - 0.15 * span, max(costs) + 0.35 * span)
+        ax.set_xlim(min(costs) - 0.15 * span, max(costs) + 0.15 * span)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel(cost_label)
