@@ -142,14 +142,27 @@ def drop_root(uid: int, report: dict) -> None:
 # ----------------------------------------------------------------------------------------------- limits
 
 
-def set_limits(limits: dict, counted_where: str, report: dict) -> None:
+def processes_of(uid: int) -> int:
+    """How many processes ``uid`` runs now (what RLIMIT_NPROC counts when no user namespace separates them)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+            except OSError:
+                continue  # ended meanwhile
+    return count
+
+
+def set_limits(limits: dict, counted_where: str, report: dict, already: int = 0) -> None:
+    """Apply the resource limits; ``already`` processes of the same user count against the process limit too."""
     cpu = max(1, math.ceil(limits["cpu_s"]))
     memory = limits["memory_mb"] * 2**20
     file_size = limits["max_file_mb"] * 2**20
     wanted = [
         ("cpu_time", resource.RLIMIT_CPU, (cpu, cpu + 1), f"{cpu} s of CPU"),
         ("memory", resource.RLIMIT_AS, (memory, memory), f"{limits['memory_mb']} MiB of address space"),
-        ("processes", resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]),
+        ("processes", resource.RLIMIT_NPROC, (already + limits["max_processes"], already + limits["max_processes"]),
          f"{limits['max_processes']} processes ({counted_where})"),
         ("file_size", resource.RLIMIT_FSIZE, (file_size, file_size), f"files of at most {limits['max_file_mb']} MiB"),
         ("open_files", resource.RLIMIT_NOFILE, (limits["max_open_files"], limits["max_open_files"]),
@@ -201,7 +214,9 @@ def apply_landlock(scratch: str, read_roots: list[str], report: dict) -> None:
     abi = _landlock_abi()
     if abi < 1:
         reason = f"off: Landlock is not available in this kernel ({_errno_text()})"
-        report["filesystem"] = reason
+        report["filesystem"] = (f"{reason}: reads and writes follow file permissions only"
+                                + (" (the throwaway uid can read every file)"
+                                   if report.get("identity", "").startswith("on: runs as throwaway") else ""))
         report["tcp"] = reason
         return
     read = FS_READ_FILE | FS_READ_DIR
@@ -259,10 +274,12 @@ def main() -> int:
     else:
         report["identity"] = "on: runs as the calling user (not root)" if not root else "off: runs as root"
         counted = ("counted inside the sandbox's user namespace" if report["network"].startswith("on")
-                   else "counted over every process of this user")
+                   else "beyond the processes this user already runs: no user namespace separates them")
     if root and not report["identity"].startswith("on"):
         counted = "not enforced: the kernel does not limit root's processes"
-    set_limits(cfg["limits"], counted, report)
+    # Without a user namespace the kernel counts every process of this uid: allow the ones already running.
+    already = 0 if root or report["network"].startswith("on") else processes_of(os.getuid())
+    set_limits(cfg["limits"], counted, report, already)
     apply_landlock(cfg["scratch"], cfg["read_roots"], report)
     os.write(status_fd, (json.dumps({"protections": report}) + "\n").encode())
 
