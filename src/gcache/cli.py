@@ -4,6 +4,7 @@ subcommand is a thin call into a recipe."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -133,15 +134,16 @@ def run_compare(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.config:
         config = CompareConfig.from_yaml(args.config, overrides)
+        narrowed = {}  # flags narrow or extend the file's matrix
         if args.methods:
-            config.methods = {m: config.methods.get(m, {}) for m in args.methods}
+            narrowed["methods"] = {m: config.methods.get(m, {}) for m in args.methods}
         if args.tasks:
-            config.tasks = {t: config.tasks.get(t, {}) for t in args.tasks}
+            narrowed["tasks"] = {t: config.tasks.get(t, {}) for t in args.tasks}
         if args.seeds:
-            config.seeds = args.seeds
-        if args.baseline:
-            config.baseline = args.baseline
-        config.__post_init__()
+            narrowed["seeds"] = args.seeds
+        if args.baseline or args.methods:
+            narrowed["baseline"] = args.baseline or (config.baseline if config.baseline in args.methods else None)
+        config = dataclasses.replace(config, **narrowed)
     elif args.methods and args.tasks:
         config = CompareConfig({m: {} for m in args.methods}, {t: {} for t in args.tasks}, args.seeds or [0],
                                baseline=args.baseline, overrides=overrides)

@@ -149,3 +149,14 @@ def test_compare_without_config_needs_methods_and_tasks(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["gsm8k/single/seed3", "gsm8k/single/seed4",
                                                        "gsm8k/text_chain/seed3", "gsm8k/text_chain/seed4"]
+
+
+def test_flags_narrow_a_matrix_file(capsys):
+    config = Path(__file__).parents[2] / "src" / "gcache" / "configs" / "compare" / "smollm2_three_tasks.yaml"
+    assert main(["compare", "--config", str(config), "--out", "/tmp/unused", "--methods", "latentmas_seq,single",
+                 "--tasks", "svamp", "--seeds", "5", "--limit", "2", "--dry-run"]) == 0
+    cells = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert cells == ["svamp/latentmas_seq/seed5", "svamp/single/seed5"]
+    matrix = CompareConfig.from_yaml(config, {"limit": 2})
+    (cell, *_) = matrix.cells("/tmp/unused")
+    assert cell.config.limit == 2 and cell.config.max_new_tokens == 160 and cell.config.temperature == 0.6
