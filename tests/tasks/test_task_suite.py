@@ -261,6 +261,8 @@ TABLE = [
     ("mmlu", "C", MC, "The answer is a bit unclear.", False, False),   # "a" is not option A
     ("arc_easy", "A", {"choices": ["chemical", "sound", "light"]}, "C", False, False),
     ("arc_easy", "A", {"choices": ["chemical", "sound", "light"]}, "A", False, True),
+    ("arc_challenge", "B", {"choices": ["frog", "whale", "shark"]}, "A whale is a mammal.", False, True),
+    ("arc_challenge", "B", {"choices": ["frog", "whale", "shark"]}, "The answer is B) whale", True, True),
     ("gpqa_diamond", "D", {"choices": ["p", "q", "r", "s"]}, "Final answer: D", True, True),
     ("medqa", "C", MC, "\\boxed{C. Colorectal cancer}", True, True),
     ("aqua", "C", AQUA, "60 / 0.75 = 80 km/h.", False, True),        # a numeric option matched by value
@@ -298,10 +300,31 @@ CODE_TABLE = [
 ]
 
 
+@pytest.mark.parametrize("name", ["humaneval", "humanevalplus"])
 @pytest.mark.parametrize("text, strict, flexible", CODE_TABLE)
-def test_tricky_code_answers(tmp_path, text, strict, flexible):
-    task = get_task("humanevalplus", timeout_s=10)
+def test_tricky_code_answers(tmp_path, name, text, strict, flexible):
+    task = get_task(name, timeout_s=10)
     (example,) = task.load(write_jsonl(tmp_path / "he.jsonl", [HUMANEVAL_PLUS]))
+    scored = task.score(text, example)
+    assert scored["scores"]["strict"]["correct"] is strict, scored
+    assert scored["scores"]["flexible"]["correct"] is flexible, scored
+
+
+SOLUTION = MBPP_ROWS[1]["code"]
+# (answer, strict correct, flexible correct): MBPP's remove_Occ above
+MBPP_TABLE = [
+    (f"```python\n{SOLUTION}\n```", True, True),
+    (SOLUTION, False, True),                                               # no fence: the whole reply is the code
+    (f"Sure.\n```py\n{SOLUTION}\n```\nIt removes both ends.", True, True),
+    ("```python\ndef remove_Occ(s, ch):\n    return s.replace(ch, '')\n```", True, True),  # passes MBPP's 3 asserts
+    ("```python\ndef strip_ends(s, ch):\n    return s\n```", False, False),   # not the function the tests call
+]
+
+
+@pytest.mark.parametrize("text, strict, flexible", MBPP_TABLE)
+def test_tricky_mbpp_answers(tmp_path, text, strict, flexible):
+    task = get_task("mbpp", timeout_s=10)
+    (example,) = task.load(write_jsonl(tmp_path / "mbpp.jsonl", MBPP_ROWS))
     scored = task.score(text, example)
     assert scored["scores"]["strict"]["correct"] is strict, scored
     assert scored["scores"]["flexible"]["correct"] is flexible, scored
