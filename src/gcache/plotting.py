@@ -1,8 +1,7 @@
 """Figures: learned topologies, training curves, and accuracy against cost for ``gcache report``.
 
 Uses matplotlib's object-oriented API on the Agg canvas (no pyplot, so no global figure
-state and no display needed). Files are written atomically: a temporary file in the same
-folder, then ``os.replace``.
+state and no display needed). Files are written atomically (:func:`gcache.io.atomic_open`).
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
+
+from gcache.io.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,9 @@ _ARC_RAD = 0.15  # curvature of the topology arrows
 
 def _save_atomic(fig: Figure, path: str | os.PathLike, dpi: int) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi)
     logger.debug("wrote %s", path)
     return path
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
-__all__ = ["REDACTED", "redact"]
+__all__ = ["REDACTED", "redact", "scrub_text"]
 
 REDACTED = "***"
+# Provider keys a server may echo back in an error body ("Incorrect API key provided: sk-..."), and bearer tokens.
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
+_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 
 def redact(obj: Any, secrets: Iterable[str | None]) -> Any:
@@ -40,3 +44,16 @@ def _redact(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(_redact(v, secrets) for v in obj)
     return obj
+
+
+def scrub_text(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with the secrets, bearer tokens and ``sk-...`` key-like tokens replaced by ``"***"``.
+
+    For messages that may quote a key nobody told us about (an error body from a server).
+
+    >>> scrub_text("Incorrect API key provided: sk-abc123456. Header: Bearer xyz", [])
+    'Incorrect API key provided: ***. Header: Bearer ***'
+    """
+    text = redact(text, secrets)
+    text = _BEARER.sub(rf"\1{REDACTED}", text)
+    return _KEY_LIKE.sub(REDACTED, text)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from gcache.io.atomic import _atomic_open, atomic_write_json
+from gcache.io.atomic import atomic_open, atomic_write_json
 from gcache.io.redaction import redact
 
 __all__ = ["ResultStore", "ResultsFileError", "write_summary"]
@@ -153,7 +153,7 @@ class ResultStore:
         return records
 
     def _rewrite(self, data: bytes) -> None:
-        with _atomic_open(self.path, "wb") as f:
+        with atomic_open(self.path, "wb") as f:
             f.write(data)
 
     def __repr__(self) -> str:
