@@ -21,10 +21,14 @@ from pathlib import Path
 import torch
 
 from gcache.choices import resolve_dtype_name
+from gcache.io.atomic import atomic_dir, atomic_open
+from gcache.models._frozen import prepare_frozen
+from gcache.models._tiny import tiny_random_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TINY_MODELS", "ModelSpec", "ModelNotFoundError", "load_model", "resolve_model", "EMBEDDED_MODELS", "resolve_dtype"]
+__all__ = ["TINY_MODELS", "ModelSpec", "ModelNotFoundError", "load_model", "resolve_model", "EMBEDDED_MODELS",
+           "resolve_dtype"]
 
 
 class ModelNotFoundError(ValueError):
@@ -61,12 +65,10 @@ def _qwen_coder_gguf() -> Path:
         parts.extend(found)
     out = _cache_dir() / "gguf" / "qwen2.5-coder-0.5b-instruct-q4.gguf"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
+        with atomic_open(out, "wb") as whole:
             for part in parts:
                 with open(part, "rb") as f:
-                    shutil.copyfileobj(f, tmp)
-        os.replace(tmp.name, out)
+                    shutil.copyfileobj(f, whole)
     return out
 
 
@@ -74,7 +76,7 @@ def _qwen_coder_gguf() -> Path:
 EMBEDDED_MODELS = {"smollm2": _smollm2_gguf, "qwen2.5-coder-0.5b": _qwen_coder_gguf}
 
 
-# Random-weight 2-layer models of real architectures (see gcache.models._tiny).
+# Random-weight 2-layer models of real architectures (see gcache.models._tiny), by the name --model takes.
 TINY_MODELS = {"tiny-random-qwen3": "qwen3", "tiny-random-llama": "llama"}
 
 
@@ -163,17 +165,15 @@ def _load_gguf(spec: ModelSpec, dtype: torch.dtype, kwargs: dict):
     logger.info("de-quantising %s (once; cached under %s)", spec.gguf_file, cached)
     tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file, **_dtype_kwarg(torch.float32))
+    # The weights are already de-quantised floats; drop the GGUF marks so they save as plain safetensors.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".tmp-"))
-        # The weights are already de-quantised floats; drop the GGUF marks so they save as plain safetensors.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if getattr(model.config, "quantization_config", None) is not None:
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, cached)
+        with atomic_dir(cached) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
     except OSError as err:  # a read-only home is no reason to fail the run
         logger.warning("could not cache the converted model: %s", err)
         if "device_map" in kwargs:
@@ -217,8 +217,6 @@ def load_model(
 
     register_fused_attention()
     if name in TINY_MODELS:  # random weights of a real architecture: tests and speed checks without a hub
-        from gcache.models._tiny import tiny_random_model
-
         if device_map is not None:
             raise ModelNotFoundError(f"{name} is built in memory and cannot be dispatched with --device-map: "
                                      "save it (save_pretrained) and pass that folder as --model")
@@ -261,12 +259,3 @@ def _dispatch_kwargs(device_map) -> dict:
         kwargs["offload_folder"] = tempfile.mkdtemp(dir=folder)
     return kwargs
 
-
-def prepare_frozen(model, tokenizer):
-    """Put a model in eval mode with every parameter frozen, and give the tokenizer a pad token."""
-    model.eval()
-    model.requires_grad_(False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return model, tokenizer

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from gcache.models._frozen import prepare_frozen
+
 __all__ = ["QWEN3_SHAPES", "random_qwen3", "tiny_tokenizer", "tiny_random_model"]
 
 # (hidden, layers, heads, kv heads, head dim, intermediate, vocab) of the Qwen3 family, and a tiny stand-in with
@@ -62,7 +64,6 @@ def tiny_random_model(arch: str = "qwen3", *, seed: int = 0, num_layers: int = 2
     """
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
-    from gcache.models._load import prepare_frozen
     from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
 
     register_fused_attention()
@@ -99,7 +100,6 @@ def random_qwen3(shape: str, *, dtype: torch.dtype = torch.float32, device: str 
     """
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from gcache.models._load import prepare_frozen
     from gcache.modules.attention import FUSED_ATTENTION, register_fused_attention
 
     if shape not in QWEN3_SHAPES:
