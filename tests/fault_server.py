@@ -12,6 +12,9 @@ The last user message selects the behaviour with markers:
 ``[delay:S]``
     Sleep S seconds before a successful answer (to overlap concurrent requests).
 
+``FaultServer(retry_after_ms=N)`` adds ``retry-after-ms: N`` to every fault answer without a marker, as some
+providers do; the openai client then retries after N ms instead of its 0.5 s backoff (fast tests).
+
 A success echoes the last user message: ``content = "echo: " + text``, cut to ``max_tokens``
 words (finish_reason ``length``). Token counts are whitespace words, so tests can recompute
 them: ``prompt_tokens = sum(len(m["content"].split()))`` over all messages,
@@ -76,6 +79,7 @@ class FaultServer:
         api_key (str | None): bearer token to require; None accepts any. Default is None.
         hang_s (float): how long ``[fault:hang]`` stalls (cut short on :meth:`close`). Default is 5.
         model (str): model name reported in answers. Default is ``"fault-model"``.
+        retry_after_ms (float | None): ``retry-after-ms`` header of fault answers. Default is None (none).
 
     Attributes:
         base_url (str): ``http://127.0.0.1:PORT/v1``.
@@ -84,8 +88,10 @@ class FaultServer:
         auth_headers (list[str]): Authorization header of each request.
     """
 
-    def __init__(self, api_key: str | None = None, hang_s: float = 5.0, model: str = "fault-model") -> None:
+    def __init__(self, api_key: str | None = None, hang_s: float = 5.0, model: str = "fault-model",
+                 retry_after_ms: float | None = None) -> None:
         self.api_key = api_key
+        self.retry_after_ms = retry_after_ms
         self.hang_s = hang_s
         self.model = model
         self.max_in_flight = 0
@@ -188,7 +194,12 @@ class FaultServer:
                 if fault is not None and (fault.group(2) is None or attempt <= int(fault.group(2))):
                     kind = fault.group(1)
                     retry_after = _RETRY_AFTER.search(text)
-                    headers = {"Retry-After": retry_after.group(1)} if retry_after else None
+                    if retry_after:
+                        headers = {"Retry-After": retry_after.group(1)}
+                    elif server.retry_after_ms is not None:
+                        headers = {"retry-after-ms": str(server.retry_after_ms)}
+                    else:
+                        headers = None
                     if kind == "garbage":
                         self._send(200, b"<html>this is not json{", headers)
                     elif kind == "badshape":

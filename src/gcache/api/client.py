@@ -1,28 +1,25 @@
-"""Asynchronous chat client for OpenAI-compatible endpoints, with the project's one retry loop.
+"""Asynchronous chat client for OpenAI-compatible endpoints.
 
-The official ``openai`` client does the HTTP; its own retries are switched off so that every
-retry decision happens here, in one place:
+The official ``openai`` client does the HTTP and its own retries (HTTP 408, 409, 429 and 5xx, timeouts and
+connection errors, with jittered exponential backoff that honours ``retry-after`` / ``retry-after-ms``), up to
+``max_retries`` times. What this module adds:
 
-* retried, with exponential backoff and jitter: HTTP 408, 409, 429 and 5xx, timeouts, connection
-  errors, and answers that are not a valid completion (invalid JSON, no choices, no text).
-  A ``Retry-After`` (or ``retry-after-ms``) header replaces the computed delay, capped at
-  ``backoff_max_s``;
-* not retried: any other 4xx (400 bad request, 401 key rejected, 403, 404 unknown model, ...).
+* a thin retry layer for answers that arrive but are unusable (a body that is not JSON, or JSON that is not a
+  completion: no choices, no text), up to ``max_retries`` times with a short jittered delay;
+* failures that end one question: a request that still fails does not raise, it returns a :class:`ChatResult`
+  with ``text=None`` and ``error`` set, so a benchmark records the failure for that question and goes on;
+* failures that end the run: the key is rejected (HTTP 401 / 403), or the server has never been reached by this
+  client. Sending the other questions could not succeed, so :class:`ApiFatalError` is raised at once.
 
-A request that still fails does not raise: it returns a :class:`ChatResult` with ``text=None``
-and ``error`` set, so a benchmark run records the failure for that question and goes on.
-The API key is scrubbed from every error string and log line.
+The API key is scrubbed from every error string and log line (:func:`gcache.io.redaction.scrub_text`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
-import json
 import logging
 import random
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +28,15 @@ from typing import Any
 import openai
 
 from gcache.api.settings import ApiSettings
+from gcache.io.redaction import scrub_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatClient", "ChatResult"]
+__all__ = ["ApiFatalError", "ChatClient", "ChatResult"]
 
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
-# Provider keys that may be echoed back in an error body ("Incorrect API key provided: sk-...").
-_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
-_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+
+class ApiFatalError(RuntimeError):
+    """The API cannot serve this run at all (key rejected, server unreachable); the message says why."""
 
 
 @dataclass
@@ -50,7 +47,7 @@ class ChatResult:
         text (str | None): the completion text; None when the request failed.
         prompt_tokens (int): input tokens reported by the server's ``usage`` (0 if absent).
         completion_tokens (int): output tokens reported by the server's ``usage`` (0 if absent).
-        attempts (int): HTTP attempts made, ``1 + retries``.
+        attempts (int): HTTP attempts made, ``1 + retries`` (the openai client's and this module's).
         error (str | None): why the request failed, key scrubbed; None on success.
         latency_s (float): wall time from the first attempt to the result, backoff included.
         finish_reason (str | None): ``"stop"``, ``"length"``, ... as reported. Default is None.
@@ -75,7 +72,11 @@ class ChatResult:
 
 
 class _InvalidResponse(Exception):
-    """A 200 answer that is not a usable chat completion."""
+    """A 200 answer that is not a usable chat completion (after ``attempts`` HTTP attempts)."""
+
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 @dataclass
@@ -87,28 +88,15 @@ class _LoopState:
     semaphore: asyncio.Semaphore
 
 
-def _parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or HTTP date)."""
-    if headers is None:
-        return None
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
+def _attempts_made(exc: BaseException) -> int:
+    """HTTP attempts behind an openai error: the client numbers its retries in a request header."""
+    request = getattr(exc, "request", None)
+    if request is None:
+        request = getattr(getattr(exc, "response", None), "request", None)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+    except (AttributeError, TypeError, ValueError):
+        return 1
 
 
 class ChatClient:
@@ -119,7 +107,7 @@ class ChatClient:
 
     Args:
         settings (ApiSettings): endpoint, key, model, timeout, retry and concurrency settings.
-        seed (int | None): seed of the backoff jitter, for reproducible timing. Default is None.
+        seed (int | None): seed of the jitter between retries of unusable answers. Default is None.
 
     Example:
         >>> client = ChatClient(ApiSettings.resolve())  # doctest: +SKIP
@@ -132,6 +120,7 @@ class ChatClient:
         self.settings = settings
         self._rng = random.Random(seed)
         self._state: _LoopState | None = None
+        self._reached = False  # has any request of this client reached the server?
 
     def __repr__(self) -> str:
         s = self.settings
@@ -148,7 +137,7 @@ class ChatClient:
                 api_key=self.settings.api_key,
                 base_url=self.settings.base_url,
                 timeout=self.settings.timeout_s,
-                max_retries=0,  # the loop in complete() is the only retry
+                max_retries=self.settings.max_retries,
             )
             self._state = _LoopState(loop, client, asyncio.Semaphore(self.settings.max_concurrency))
         return self._state
@@ -166,61 +155,63 @@ class ChatClient:
         await self.aclose()
 
     def _scrub(self, text: str) -> str:
-        """Remove the key (and key- or bearer-looking tokens) from a message."""
-        key = self.settings.api_key
-        if len(key) >= 8:  # a short placeholder ("EMPTY") is no secret; replacing it would garble text
-            text = text.replace(key, "***")
-        text = _BEARER.sub(r"\1***", text)
-        return _KEY_LIKE.sub("***", text)
+        return scrub_text(text, self.settings.secrets)
 
-    def _backoff(self, retry_index: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.settings.backoff_max_s)
+    def _invalid_answer_delay(self, retry_index: int) -> float:
         ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**retry_index)
-        # "Equal jitter": at least half the exponential delay, so retries of many concurrent
-        # requests spread out without any of them retrying immediately.
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     # -- requests ------------------------------------------------------------------------------
     async def _attempt(
         self, client: openai.AsyncOpenAI, messages: Sequence[dict[str, Any]], **params: Any
-    ) -> tuple[str, int, int, str | None]:
-        response = await client.chat.completions.create(model=self.settings.model, messages=messages, **params)
+    ) -> tuple[int, tuple[str, int, int, str | None]]:
+        """One request through the openai client (which retries transport faults): ``(attempts, answer)``."""
+        raw = await client.chat.completions.with_raw_response.create(
+            model=self.settings.model, messages=messages, **params)
+        attempts = int(getattr(raw, "retries_taken", 0) or 0) + 1
+        self._reached = True
+        try:
+            response = raw.parse()
+        except (ValueError, openai.APIResponseValidationError) as exc:  # JSONDecodeError included
+            raise _InvalidResponse(f"{type(exc).__name__}: {exc}", attempts) from None
         choices = getattr(response, "choices", None)
         if not choices:
-            raise _InvalidResponse("answer has no choices")
+            raise _InvalidResponse("answer has no choices", attempts)
         text = getattr(getattr(choices[0], "message", None), "content", None)
         if not isinstance(text, str):
-            raise _InvalidResponse("answer has no message content")
+            raise _InvalidResponse("answer has no message content", attempts)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         if usage is None:
             logger.debug("server sent no usage; token counts are 0")
-        return text, prompt_tokens, completion_tokens, getattr(choices[0], "finish_reason", None)
+        return attempts, (text, prompt_tokens, completion_tokens, getattr(choices[0], "finish_reason", None))
 
-    def _classify(self, exc: BaseException) -> tuple[bool, str, float | None]:
-        """Map an exception to (retryable, reason, retry_after_s)."""
+    def _failure(self, exc: BaseException) -> str:
+        """Why a request failed (key scrubbed); raises :class:`ApiFatalError` when no request can succeed."""
+        base_url = self.settings.base_url
+        if isinstance(exc, openai.APIStatusError):
+            self._reached = True
+            status = exc.status_code
+            if status in (401, 403):
+                word = "rejected" if status == 401 else "refused access"
+                raise ApiFatalError(self._scrub(f"{base_url} {word} the API key (HTTP {status}): {exc}; check "
+                                                "API_KEY / --api-key")) from None
+            if status == 404:
+                return f"not found (HTTP 404), check model {self.settings.model!r} and base_url: {exc}"
+            return f"HTTP {status}: {exc}"
         if isinstance(exc, openai.APITimeoutError):
-            return True, f"timeout after {self.settings.timeout_s:g}s", None
+            return f"timeout after {self.settings.timeout_s:g}s"
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
-            return True, f"connection error: {type(cause).__name__}: {cause}", None
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            retry_after = _parse_retry_after(getattr(exc.response, "headers", None))
-            if status == 401:
-                return False, f"API key rejected (HTTP 401) by {self.settings.base_url}: {exc}", None
-            if status == 404:
-                return False, f"not found (HTTP 404), check model {self.settings.model!r} and base_url: {exc}", None
-            if status in _RETRYABLE_STATUS or status >= 500:
-                return True, f"HTTP {status}: {exc}", retry_after
-            return False, f"HTTP {status}: {exc}", None
-        if isinstance(exc, (_InvalidResponse, openai.APIResponseValidationError, json.JSONDecodeError)):
-            return True, f"invalid response: {type(exc).__name__}: {exc}", None
-        if isinstance(exc, ValueError):  # a body the SDK could not decode
-            return True, f"invalid response: {type(exc).__name__}: {exc}", None
-        return False, f"unexpected error: {type(exc).__name__}: {exc}", None
+            reason = f"connection error: {type(cause).__name__}: {cause}"
+            if not self._reached:
+                raise ApiFatalError(self._scrub(f"cannot reach {base_url} ({reason}); check BASE_URL / --base-url "
+                                                "and that the server is up")) from None
+            return reason
+        if isinstance(exc, _InvalidResponse):
+            return f"invalid response: {exc}"
+        return f"unexpected error: {type(exc).__name__}: {exc}"
 
     async def complete(
         self,
@@ -230,7 +221,7 @@ class ChatClient:
         temperature: float = 0.0,
         top_p: float = 1.0,
     ) -> ChatResult:
-        """Send one chat request, retrying transient failures.
+        """Send one chat request; transport faults are retried by the openai client, unusable answers here.
 
         Args:
             messages (Sequence[dict]): OpenAI chat messages, ``{"role": ..., "content": ...}``.
@@ -242,6 +233,7 @@ class ChatClient:
             ChatResult: text and usage, or ``text=None`` with ``error`` after the last attempt.
 
         Raises:
+            ApiFatalError: the key is rejected (401/403) or the server has never been reached.
             ValueError: if ``messages`` is empty or ``max_tokens < 1`` (caller bugs, not API faults).
         """
         if not messages:
@@ -250,28 +242,29 @@ class ChatClient:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         state = self._loop_state()
         params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
-        max_attempts = 1 + self.settings.max_retries
         async with state.semaphore:
             start = time.perf_counter()
-            reason = "no attempt made"
-            for attempt in range(1, max_attempts + 1):
+            attempts = 0
+            for retry in range(self.settings.max_retries + 1):
                 try:
-                    text, p_tok, c_tok, finish = await self._attempt(state.client, messages, **params)
-                except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded result
-                    retryable, reason, retry_after = self._classify(exc)
-                    reason = self._scrub(reason)
-                    if not retryable or attempt == max_attempts:
+                    made, (text, p_tok, c_tok, finish) = await self._attempt(state.client, messages, **params)
+                except _InvalidResponse as exc:
+                    attempts += exc.attempts
+                    reason = self._failure(exc)
+                    if retry == self.settings.max_retries:
                         break
-                    delay = self._backoff(attempt - 1, retry_after)
-                    logger.warning(
-                        "attempt %d/%d failed (%s); retrying in %.2fs", attempt, max_attempts, reason, delay
-                    )
+                    delay = self._invalid_answer_delay(retry)
+                    logger.warning("unusable answer (%s); retrying in %.2fs", reason, delay)
                     await asyncio.sleep(delay)
-                else:
-                    return ChatResult(text, p_tok, c_tok, attempt, None, time.perf_counter() - start, finish)
-            error = f"{reason} (after {attempt} attempt{'s' if attempt > 1 else ''})"
+                    continue
+                except Exception as exc:  # noqa: BLE001 - every other failure is recorded or fatal
+                    attempts += _attempts_made(exc)
+                    reason = self._failure(exc)
+                    break
+                return ChatResult(text, p_tok, c_tok, attempts + made, None, time.perf_counter() - start, finish)
+            error = self._scrub(f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})")
             logger.warning("request failed: %s", error)
-            return ChatResult(None, 0, 0, attempt, error, time.perf_counter() - start)
+            return ChatResult(None, 0, 0, attempts, error, time.perf_counter() - start)
 
     async def complete_many(
         self, messages_list: Sequence[Sequence[dict[str, Any]]], **kwargs: Any
@@ -285,7 +278,14 @@ class ChatClient:
         Returns:
             list[ChatResult]: results in input order.
         """
-        return list(await asyncio.gather(*(self.complete(m, **kwargs) for m in messages_list)))
+        tasks = [asyncio.ensure_future(self.complete(m, **kwargs)) for m in messages_list]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # e.g. ApiFatalError: nothing else is sent
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def complete_many_sync(
         self, messages_list: Sequence[Sequence[dict[str, Any]]], **kwargs: Any

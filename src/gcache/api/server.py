@@ -84,6 +84,10 @@ class ChatBackend(Protocol):
         ...
 
 
+# A backend may also offer ``context_length: int | None`` and ``prompt_tokens(messages) -> int`` (thread-safe): the
+# server then answers a prompt that does not fit with HTTP 400 and caps ``max_tokens`` at what fits.
+
+
 # -- errors -------------------------------------------------------------------------------------
 class _ApiError(Exception):
     def __init__(
@@ -254,6 +258,9 @@ def build_app(
         api_key (str | None): if set, requests must send ``Authorization: Bearer <api_key>``.
             Default is None (no check, for a server bound to 127.0.0.1).
 
+    A backend with ``context_length`` and ``prompt_tokens(messages)`` gets prompts that do not fit answered with
+    HTTP 400 (code ``context_length_exceeded``) and ``max_tokens`` capped at what fits.
+
     Returns:
         FastAPI: the app; serve it with :func:`run_server` or :class:`ServerThread`.
 
@@ -273,6 +280,8 @@ def build_app(
         raise ValueError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
     batcher = _Batcher(backend, max_batch_size)
     created = int(time.time())
+    context_length = getattr(backend, "context_length", None)
+    count_prompt = getattr(backend, "prompt_tokens", None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -319,6 +328,14 @@ def build_app(
             raise _ApiError(404, message, param="model", code="model_not_found")
         messages = [m.plain() for m in req.messages]
         max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
+        if context_length is not None and count_prompt is not None:
+            n_prompt = await asyncio.to_thread(count_prompt, messages)  # a long prompt must not stall the loop
+            room = context_length - n_prompt
+            if room < 1:
+                raise _ApiError(400, f"the prompt has {n_prompt} tokens; this model's context holds {context_length} "
+                                     "(prompt and completion together)", param="messages",
+                                code="context_length_exceeded")
+            max_new = min(max_new, room)
         try:
             out = await batcher.submit(messages, (max_new, req.temperature, req.top_p))
         except Exception as exc:  # noqa: BLE001 - a backend failure is a 500 for this request

@@ -22,6 +22,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from gcache.io.redaction import REDACTED
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -42,8 +44,6 @@ DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DEFAULT_MODEL = "qwen-flash"
 #: Models the defaults (and :mod:`gcache.api.pricing`) know about; any other name is accepted.
 KNOWN_MODELS: tuple[str, ...] = ("qwen-flash", "qwen-plus", "qwen-turbo")
-
-_REDACTED = "***"
 
 
 class MissingApiKeyError(ValueError):
@@ -80,10 +80,12 @@ class ApiSettings:
         model (str): model name sent with each request, e.g. ``qwen-flash``.
         timeout_s (float): per-attempt HTTP timeout in seconds. Default is 60.
         max_retries (int): retries after the first attempt (so ``1 + max_retries`` attempts at
-            most). Default is 4.
+            most), done by the openai client for transport faults (with its own backoff, honouring
+            ``retry-after``) and by :class:`gcache.api.ChatClient` for unusable answers. Default is 4.
         max_concurrency (int): requests in flight at once per client. Default is 8.
-        backoff_base_s (float): first backoff delay; doubles each retry. Default is 0.5.
-        backoff_max_s (float): cap on any single delay, ``Retry-After`` included. Default is 8.
+        backoff_base_s (float): first delay before retrying an unusable answer; doubles each retry.
+            Default is 0.5.
+        backoff_max_s (float): cap on those delays. Default is 8.
 
     Raises:
         MissingApiKeyError: if ``api_key`` is empty.
@@ -186,8 +188,14 @@ class ApiSettings:
     def to_dict(self) -> dict[str, Any]:
         """Settings as a plain dict, safe to log or save: the key reads ``"***"``."""
         out = dataclasses.asdict(self)
-        out["api_key"] = _REDACTED
+        out["api_key"] = REDACTED
         return out
+
+    @property
+    def secrets(self) -> list[str]:
+        """Strings never to write to a file or log: the key, unless it is a short placeholder such as ``EMPTY``
+        (local servers accept any key; hiding such a common word would garble text)."""
+        return [self.api_key] if len(self.api_key) >= 8 else []
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
