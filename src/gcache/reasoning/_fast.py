@@ -45,7 +45,8 @@ def is_dispatched(model) -> bool:
     return any(hasattr(module, "_hf_hook") for module in model.modules())
 
 
-def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True, lam: float = 1e-5) -> LatentEngine:
+def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True, lam: float = 1e-5,
+                max_context: int | None = None) -> LatentEngine:
     """The latent engine the flag ``--engine`` names, for ``model`` where it runs.
 
     Args:
@@ -53,11 +54,12 @@ def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True,
             ``"auto"``.
         realign (bool): see :class:`LatentEngine`. Default is True.
         lam (float): see :class:`LatentEngine`. Default is 1e-5.
+        max_context (int | None): see :class:`LatentEngine`. Default is None (the model's).
 
     Raises:
         ValueError: an unknown engine, or ``fast`` for a model spread over several devices (``--device-map``).
     """
-    eager = LatentEngine(model, tokenizer, realign=realign, lam=lam)
+    eager = LatentEngine(model, tokenizer, realign=realign, lam=lam, max_context=max_context)
     choice = resolve_engine(engine, eager.device)
     if choice == "fast" and is_dispatched(model):
         if engine == "fast":
@@ -65,7 +67,7 @@ def make_engine(model, tokenizer, *, engine: str = "auto", realign: bool = True,
         logger.info("the model is dispatched over devices (--device-map): the eager engine runs it")
         return eager
     if choice == "fast":
-        return FastLatentEngine(model, tokenizer, realign=realign, lam=lam)
+        return FastLatentEngine(model, tokenizer, realign=realign, lam=lam, max_context=max_context)
     return eager
 
 
@@ -236,8 +238,8 @@ class FastLatentEngine(LatentEngine):
     """
 
     def __init__(self, model, tokenizer, *, realign: bool = True, lam: float = 1e-5, cuda_graphs: bool | None = None,
-                 bucket: int = 512, reserve: int = 320, max_caches: int = 4) -> None:
-        super().__init__(model, tokenizer, realign=realign, lam=lam)
+                 bucket: int = 512, reserve: int = 320, max_caches: int = 4, max_context: int | None = None) -> None:
+        super().__init__(model, tokenizer, realign=realign, lam=lam, max_context=max_context)
         if bucket < 1 or reserve < 0 or max_caches < 1:
             raise ValueError(f"bucket and max_caches must be >= 1 and reserve >= 0, got {bucket}, {reserve}, "
                              f"{max_caches}")
@@ -338,11 +340,13 @@ class FastLatentEngine(LatentEngine):
         return graph
 
     # ------------------------------------------------------------------ the engine's interface
-    def prefill(self, ctx: KVMessage, prompts: list[str], fuser_bias: torch.Tensor | None = None):
+    def prefill(self, ctx: KVMessage, prompts: list[str], fuser_bias: torch.Tensor | None = None,
+                headroom: int = 0):
         """See :meth:`LatentEngine.prefill`; written into a static cache with :attr:`reserve` slots to spare."""
         if torch.is_grad_enabled():
-            return super().prefill(ctx, prompts, fuser_bias)
+            return super().prefill(ctx, prompts, fuser_bias, headroom)
         ids, valid = self.tokenize(prompts)
+        self.check_room(ctx, valid.sum(dim=1), headroom)  # the context limit holds here too
         t = ids.shape[1]
         cache = self._static(ctx, fuser_bias, ctx.length + t, headroom=self.reserve)
         start = cache.filled

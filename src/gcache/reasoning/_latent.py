@@ -28,7 +28,34 @@ from gcache.modules.kv_message import KVMessage, SlotKind
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DecodeConfig", "Decoded", "LatentEngine", "realignment_matrix", "sample_next_token", "render_chat"]
+__all__ = ["ContextOverflowError", "DecodeConfig", "Decoded", "LatentEngine", "realignment_matrix",
+           "sample_next_token", "render_chat"]
+
+
+class ContextOverflowError(ValueError):
+    """Some rows of a batch would not fit the model's context (or the configured cap).
+
+    Args:
+        needs (dict[int, int]): positions each row that does not fit would need, by row of the batch.
+        limit (int): positions the context holds.
+    """
+
+    def __init__(self, needs: dict[int, int], limit: int) -> None:
+        self.needs, self.limit = needs, limit
+        self.rows = sorted(needs)
+        super().__init__(f"rows {self.rows} need up to {max(needs.values())} positions; the context holds {limit}")
+
+    def for_questions(self, b: int) -> "ContextOverflowError":
+        """The same overflow with rows of a stacked batch (``k * b + r``: node ``k``, question ``r``) as questions."""
+        needs: dict[int, int] = {}
+        for row, need in self.needs.items():
+            needs[row % b] = max(need, needs.get(row % b, 0))
+        return ContextOverflowError(needs, self.limit)
+
+    def row_message(self, row: int) -> str:
+        """One line about ``row``."""
+        return f"needs {self.needs[row]} positions (prompt, context and what it would generate or think); " \
+               f"the model's context holds {self.limit}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +145,8 @@ class LatentEngine:
         realign (bool): map hidden states back to the input-embedding space with :func:`realignment_matrix`;
             False uses the identity (still rescaled to the embedding norm). Default is True.
         lam (float): ridge term of the realignment. Default is 1e-5.
+        max_context (int | None): cap on the positions one context may hold, below the model's own
+            ``max_position_embeddings``. Default is None (the model's).
 
     Example:
         >>> engine = LatentEngine(model, tokenizer)
@@ -126,7 +155,8 @@ class LatentEngine:
         >>> engine.decode(ctx, h, DecodeConfig(max_new_tokens=32)).texts
     """
 
-    def __init__(self, model, tokenizer, *, realign: bool = True, lam: float = 1e-5) -> None:
+    def __init__(self, model, tokenizer, *, realign: bool = True, lam: float = 1e-5,
+                 max_context: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.realign = realign
@@ -136,6 +166,9 @@ class LatentEngine:
         self.num_layers = cfg.num_hidden_layers
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        limits = [n for n in (getattr(cfg, "max_position_embeddings", None), max_context) if n]
+        #: Most positions one context may hold (prompt, latent and generated slots together).
+        self.context_length: int | None = min(limits) if limits else None
         self.stop_ids = self._stop_ids()
         # transformers renamed the decoder's `past_key_values` argument to `cache` (5.2x); use what it takes.
         params = inspect.signature(model.get_decoder().forward).parameters
@@ -274,13 +307,33 @@ class LatentEngine:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)  # [b, t, d]
 
-    def prefill(self, ctx: KVMessage, prompts: list[str], fuser_bias: torch.Tensor | None = None):
+    def check_room(self, ctx: KVMessage, new_tokens: torch.Tensor, headroom: int = 0) -> None:
+        """Raise unless every row has room for ``new_tokens [b]`` more positions plus ``headroom`` after them.
+
+        Raises:
+            ContextOverflowError: naming the rows that do not fit and the sizes, before any tensor of that size
+                is made (a 10 MB question must not ask for a terabyte-sized mask).
+        """
+        if self.context_length is None:
+            return
+        need = ctx.next_position().to(new_tokens.device) + new_tokens + headroom  # [b]
+        rows = (need > self.context_length).nonzero(as_tuple=True)[0].tolist()
+        if rows:
+            raise ContextOverflowError({r: int(need[r]) for r in rows}, self.context_length)
+
+    def prefill(self, ctx: KVMessage, prompts: list[str], fuser_bias: torch.Tensor | None = None,
+                headroom: int = 0):
         """Prefill rendered prompts (one per row) on top of ``ctx``.
+
+        Args:
+            headroom (int): positions the caller will add after the prompt (latent steps, new tokens); a row
+                without room for prompt + headroom raises :class:`ContextOverflowError`. Default is 0.
 
         Returns:
             tuple: ``(context, last hidden [b, d], last logits [b, v], prompt token counts [b])``.
         """
         ids, valid = self.tokenize(prompts)
+        self.check_room(ctx, valid.sum(dim=1), headroom)  # before the [b, t, d] embeddings of a huge prompt exist
         new_ctx, h, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.PROMPT, fuser_bias)
         return new_ctx, h, logits, valid.sum(dim=1)
 

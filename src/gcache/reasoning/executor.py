@@ -27,7 +27,7 @@ from gcache.agents.roles import Role
 from gcache.modules.cache_fuser import CacheFuser
 from gcache.modules.kv_message import MESSAGE_MODES, KVMessage
 from gcache.reasoning._depth import depth_groups, stack_contexts, unstack_context
-from gcache.reasoning._latent import DecodeConfig, LatentEngine, render_chat
+from gcache.reasoning._latent import ContextOverflowError, DecodeConfig, LatentEngine, render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,11 @@ class GraphExecutor:
         prompts = [p for i, node, (ctx, _, peers) in zip(group, nodes, gathered)
                    for p in self._prompts(node, questions, peers, ctx.length > 0, i in finals)]
         ctx, bias = stack_contexts([g[0] for g in gathered], [g[1] for g in gathered], self.engine.num_layers)
-        ctx_p, hidden, logits, n_prompt = self.engine.prefill(ctx, prompts, bias)
+        headroom = self.latent_steps if nodes[0].kind == "latent" else self.decode_cfg.max_new_tokens
+        try:
+            ctx_p, hidden, logits, n_prompt = self.engine.prefill(ctx, prompts, bias, headroom=headroom)
+        except ContextOverflowError as err:  # stacked rows k*b + r -> question r
+            raise err.for_questions(b) from None
         n_prompt = n_prompt.tolist()
         for k in range(len(group)):
             for r, trace in enumerate(traces):
@@ -296,7 +300,8 @@ class GraphExecutor:
 
     def _verbalize(self, ctx: KVMessage, bias, traces: list[RowTrace]) -> list[str]:
         prompt = render_chat(self.engine.tokenizer, verbalize_messages())
-        ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, [prompt] * ctx.batch_size, bias)
+        ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, [prompt] * ctx.batch_size, bias,
+                                                         headroom=self.verbalize_cfg.max_new_tokens)
         out = self.engine.decode(ctx_p, logits, self.verbalize_cfg, bias, self.generator)
         for r, trace in enumerate(traces):
             trace.prompt_tokens += int(n_prompt[r])
