@@ -18,10 +18,17 @@ logger = logging.getLogger("gcache")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gcache`` argument parser; building it imports nothing heavy (no torch), so ``--help`` is fast."""
     import gcache
-    from gcache.choices import ENGINES
+    from gcache.choices import DTYPES, ENGINES
     from gcache.config import add_run_arguments
 
     parser = argparse.ArgumentParser(prog="gcache", description=__doc__)
@@ -64,13 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model")
     sv.add_argument("--model", default="smollm2", help="model to serve (default smollm2)")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--name", help="model name clients use (default: --model)")
-    sv.add_argument("--dtype", default="auto")
-    sv.add_argument("--device", default="cpu")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535 (default 8000)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="interface (default 127.0.0.1; beyond it, give --api-key: a warning says so)")
+    sv.add_argument("--served-model-name", "--name", dest="name", help="model name clients use (default: --model)")
+    sv.add_argument("--api-key", dest="api_key",
+                    help="require 'Authorization: Bearer KEY' (default: env GCACHE_SERVE_API_KEY, else no check)")
+    sv.add_argument("--dtype", default="auto", choices=tuple(DTYPES), metavar="DTYPE",
+                    help="auto, float32, bfloat16 or float16 (default auto)")
+    sv.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     sv.add_argument("--device-map", dest="device_map", help="spread the model over devices, as for gcache eval")
-    sv.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=8)
+    sv.add_argument("--max-batch-size", dest="max_batch_size", type=int, default=8,
+                    help="most queued requests per model call (default 8)")
+    sv.add_argument("--max-context", dest="max_context", type=int,
+                    help="most positions per conversation (default: the model's); longer prompts get HTTP 400")
     sv.add_argument("--engine", choices=ENGINES, default="auto",
                     help="latent engine: fast (static cache, CUDA graphs), eager, or auto (fast on CUDA; default)")
 
@@ -78,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("checkpoint", help="a gcache train output folder or checkpoint.pt")
     pl.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     pl.add_argument("--data", help="questions to average the edge probabilities over (default: training data)")
-    pl.add_argument("--limit", type=int, default=16)
+    pl.add_argument("--limit", type=_positive_int, default=16, help="questions to average over (default 16)")
     return parser
 
 
@@ -96,6 +110,11 @@ def run_eval(cfg) -> int:
         brief = {k: summary[k] for k in ("method", "accuracy", "accuracy_filter", "accuracy_strict", "counts")}
         brief["seconds_per_question"] = summary["per_question"]["seconds"]
         print(json.dumps(brief))
+    failed, total = summary["counts"]["errors"], summary["counts"]["questions"]
+    if failed:
+        if recipe.is_main:
+            print(f"{failed} of {total} questions failed; rerun with --retry-errors", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -207,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
 
         recipe = ServeRecipe(model=args.model, port=args.port, host=args.host, name=args.name, dtype=args.dtype,
                              device=args.device, device_map=args.device_map, max_batch_size=args.max_batch_size,
-                             engine=args.engine)
+                             engine=args.engine, api_key=args.api_key, max_context=args.max_context)
         recipe.setup()
         recipe.run()
         return 0
@@ -222,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by what the user gave: printed as one line, no traceback."""
+    from gcache.api.client import ApiFatalError
     from gcache.api.settings import MissingApiKeyError
     from gcache.config import ConfigError
     from gcache.io.results import ResultsFileError
@@ -229,7 +249,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gcache.models import ModelNotFoundError
     from gcache.tasks import DatasetError
 
-    return (ConfigError, DatasetError, MethodError, ModelNotFoundError, MissingApiKeyError, ResultsFileError,
+    return (ApiFatalError, ConfigError, DatasetError, MethodError, ModelNotFoundError, MissingApiKeyError, ResultsFileError,
             FileNotFoundError)
 
 

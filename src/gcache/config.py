@@ -33,7 +33,8 @@ from gcache.choices import (
 from gcache.device_map import parse_device_map
 from gcache.methods import MethodError, get_method, identity_keys, list_methods
 
-__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity", "ZERO_LATENT_STEPS"]
+__all__ = ["RunConfig", "add_run_arguments", "config_from_args", "ConfigError", "compare_identity", "check_device",
+           "ZERO_LATENT_STEPS"]
 
 # What the answering agent reads when --latent-steps is 0: the other agents' prompt caches (G-cache's default), or
 # nothing, decoding alone (what the LatentMAS reference does with latent_steps 0: methods/latent_mas.py:158).
@@ -53,6 +54,12 @@ class ConfigError(ValueError):
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """Raise :class:`ConfigError` unless ``device`` reads as a torch device (``cpu``, ``cuda``, ``cuda:1`` ...)."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ConfigError(f"{flag}: {device!r} is not a device; use cpu, cuda or cuda:N", key="device")
 
 
 def _flag(name: str) -> str:
@@ -80,6 +87,7 @@ class RunConfig:
     realign: bool = True
     batch_size: int = 4
     max_new_tokens: int = 256
+    max_context: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
@@ -158,8 +166,10 @@ class RunConfig:
         choice("baseline", BASELINES)
         choice("dtype", tuple(DTYPES))
         choice("engine", ENGINES)
-        if not _DEVICE.match(self.device):
-            fail("device", f"--device: {self.device!r} is not a device; use cpu, cuda or cuda:N")
+        try:
+            check_device(self.device)
+        except ConfigError as err:
+            fail("device", str(err))
         if self.device_map is not None:
             try:
                 parse_device_map(self.device_map)  # torch-free: a strategy, a device, a JSON map or a map file
@@ -178,6 +188,8 @@ class RunConfig:
                     "samples"):
             if getattr(self, key) < 1:
                 fail(key, f"{_flag(key)} must be at least 1, got {getattr(self, key)}")
+        if self.max_context is not None and self.max_context < 1:
+            fail("max_context", f"--max-context must be at least 1, got {self.max_context}")
         if self.agents is not None and self.agents < 1:
             fail("agents", f"--agents must be at least 1, got {self.agents}")
         for key in ("latent_steps", "api_retries", "fuser_loss_weight"):
@@ -276,6 +288,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--no-realign", dest="realign", action="store_const", const=False, help="feed hidden states back unaligned")
     a("--batch-size", dest="batch_size", type=int, help="questions per batch (default 4)")
     a("--max-new-tokens", dest="max_new_tokens", type=int, help="decoding cap per text agent (default 256)")
+    a("--max-context", dest="max_context", type=int,
+      help="most positions an agent's context may hold (default: the model's); a question that does not fit is "
+           "recorded as that question's error")
     a("--temperature", type=float, help="0 for greedy (default 0)")
     a("--top-p", dest="top_p", type=float, help="nucleus mass when sampling (default 1)")
     a("--seed", type=int)

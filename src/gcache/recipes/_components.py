@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
 
+from gcache.api.settings import MissingApiKeyError
 from gcache.config import ConfigError, RunConfig
 from gcache.reasoning import DecodeConfig, LatentEngine, make_engine
 from gcache.reasoning.executor import GraphExecutor, Plan
@@ -32,6 +34,14 @@ def build_task(cfg: RunConfig):
     return get_task(cfg.dataset)
 
 
+def check_model(cfg: RunConfig) -> None:
+    """Resolve ``--model`` to files (a typo in a path fails here, in one line, before anything loads)."""
+    from gcache.models import TINY_MODELS, resolve_model
+
+    if cfg.model not in TINY_MODELS:
+        resolve_model(cfg.model)
+
+
 def build_engine(cfg: RunConfig, models: dict | None = None) -> LatentEngine:
     """The local model as a :class:`LatentEngine`.
 
@@ -46,24 +56,76 @@ def build_engine(cfg: RunConfig, models: dict | None = None) -> LatentEngine:
     if models is not None and key in models:
         model, tokenizer = models[key]
     else:
+        logger.info("loading model %s (%s on %s)", cfg.model, cfg.resolved_dtype, cfg.device_map or cfg.device)
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map)
         if models is not None:
             models[key] = (model, tokenizer)
     try:
-        engine = make_engine(model, tokenizer, engine=cfg.engine, realign=cfg.realign)
+        engine = make_engine(model, tokenizer, engine=cfg.engine, realign=cfg.realign,
+                             max_context=cfg.max_context)
     except ValueError as err:  # --engine fast for a model --device-map spread over several devices
         raise ConfigError(str(err), key="engine") from None
     logger.info("latent engine: %s", type(engine).__name__)
     return engine
 
 
+def prepare_out(out: str | Path) -> Path:
+    """Create the output folder and check it can be written, before anything slow happens.
+
+    Raises:
+        ConfigError: ``out`` is a file, or cannot be created or written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    return out
+
+
+def load_prompt_set(cfg: RunConfig):
+    """The prompt set of a graph method (``--prompt-set``, or the dataset's), validated before any model loads.
+
+    Raises:
+        ConfigError: an unknown prompt set, or a file that does not parse or is not a valid prompt set.
+    """
+    from gcache.agents.roles import load_prompt_set as load
+    from gcache.tasks import TASKS
+
+    try:
+        return load(cfg.prompt_set or TASKS[cfg.dataset].prompt_set)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"--prompt-set: {err}", key="prompt_set") from None
+
+
+def load_prices(cfg: RunConfig):
+    """The price table (built-in, plus ``--prices``)."""
+    from gcache.api.pricing import PriceTable
+
+    if cfg.prices is None:
+        return PriceTable()
+    try:
+        return PriceTable.load(cfg.prices)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--prices {cfg.prices}: {err}", key="prices") from None
+
+
 def build_api(cfg: RunConfig):
     """The API client; logs (without the key) where requests go."""
     from gcache.api import ApiSettings, ChatClient
 
-    settings = ApiSettings.resolve(api_key=cfg.api_key, base_url=cfg.base_url, model=cfg.api_model,
-                                   timeout_s=cfg.api_timeout, max_retries=cfg.api_retries,
-                                   max_concurrency=cfg.api_concurrency)
+    try:
+        settings = ApiSettings.resolve(api_key=cfg.api_key, base_url=cfg.base_url, model=cfg.api_model,
+                                       timeout_s=cfg.api_timeout, max_retries=cfg.api_retries,
+                                       max_concurrency=cfg.api_concurrency)
+    except MissingApiKeyError:
+        raise
+    except ValueError as err:  # e.g. BASE_URL from the environment or .env is not a URL
+        raise ConfigError(f"API settings: {err}") from None
     logger.info("API: %s at %s", settings.model, settings.base_url)
     if cfg.mode == "hybrid":
         logger.info("hybrid mode: the API model cannot read KV-caches; the local model decodes the latent agents' "
@@ -71,14 +133,12 @@ def build_api(cfg: RunConfig):
     return ChatClient(settings, seed=cfg.seed)
 
 
-def build_team(cfg: RunConfig, num_layers: int):
+def build_team(cfg: RunConfig, num_layers: int, prompt_set=None):
     """The learned team of a graph method (policy + fuser) over the dataset's prompt set."""
-    from gcache.agents.roles import load_prompt_set
     from gcache.agents.team import Team
     from gcache.modules.embedding import SentenceEmbedder
-    from gcache.tasks import TASKS
 
-    prompt_set = load_prompt_set(cfg.prompt_set or TASKS[cfg.dataset].prompt_set)
+    prompt_set = prompt_set if prompt_set is not None else load_prompt_set(cfg)
     agents = prompt_set.select_agents(cfg.agents)
     latent = get_method(cfg.method).latent  # the registry has refused latent methods in mode api
     return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
@@ -139,7 +199,15 @@ def load_checkpoint(path: str | Path) -> dict:
     path = checkpoint_file(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path} (gcache train writes OUT/{CHECKPOINT_NAME})")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - EOFError, UnpicklingError, zip errors...: all mean a damaged file
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"checkpoint {path} is damaged or not a checkpoint ({type(err).__name__}: {detail}); "
+                          "train again, or delete it to start over") from None
+    if not isinstance(state, dict) or not {"config", "team"} <= state.keys():
+        raise ConfigError(f"{path} is not a gcache train checkpoint (it holds no 'config' and 'team')")
+    return state
 
 
 def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:

@@ -28,10 +28,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gcache.api.pricing import PriceTable
 from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.distributed import Distributed, Shard
 from gcache.io import ResultStore, atomic_write_json, write_summary
+from gcache.provenance import provenance
+from gcache.reasoning import ContextOverflowError
+from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
 from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
 
@@ -67,9 +69,11 @@ class EvalRecipe:
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
+        """Check everything the user gave (files, folders, settings, resume state), then load the model."""
         cfg = self.cfg
         self.dist.setup()
         cfg.device = self.dist.device  # under torchrun, rank r takes cuda:<local rank>
+        C.prepare_out(self.out)
         if cfg.checkpoint:
             self.ckpt = C.load_checkpoint(cfg.checkpoint)
             C.apply_checkpoint_config(cfg, self.ckpt)
@@ -77,36 +81,38 @@ class EvalRecipe:
             self.ckpt = None
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
-        self.out.mkdir(parents=True, exist_ok=True)
+        prompt_set = C.load_prompt_set(cfg) if cfg.learned else None
         self.identity = cfg.identity(C.identity_facts(cfg, self.task))
         self._check_resume()
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
-        self.prices = PriceTable.load(cfg.prices) if cfg.prices else PriceTable()
-        secrets = [self.api.settings.api_key] if self.api is not None else []
-        self.store = ResultStore(self.out, secrets=secrets, part=self.shard.part)
-        self.secrets = secrets
+        self.prices = C.load_prices(cfg)
+        self.secrets = self.api.settings.secrets if self.api is not None else []
+        self.store = ResultStore(self.out, secrets=self.secrets, part=self.shard.part)
         done = self.store.done_ids(retry_errors=cfg.retry_errors)
         self.mine = self.shard.select(self.examples)
         self.todo = [ex for ex in self.mine if ex.id not in done]
         if self.todo:
-            self._build_agents()
+            self._build_agents(prompt_set)
         else:  # e.g. summing up shard parts copied together: no model to load
             logger.info("nothing left to run here: no model is loaded")
         # Written only now that setup succeeded: a failed start leaves nothing that blocks the corrected command.
         atomic_write_json(self.out / "config.json", {"identity": self.identity, "config": cfg.to_dict()})
 
-    def _build_agents(self) -> None:
+    def _build_agents(self, prompt_set) -> None:
         """The local model, the learned team (with its checkpoint) and the executor."""
         cfg = self.cfg
-        self.engine = C.build_engine(cfg, self.models) if C.needs_local_model(cfg) else None
+        if C.needs_local_model(cfg):
+            C.check_model(cfg)
+            self.engine = C.build_engine(cfg, self.models)  # the first slow step: all else was checked before it
         if cfg.learned:
-            self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
+            self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0, prompt_set)
             if self.ckpt is not None:
                 try:
                     self.team.load_state_dict(self.ckpt["team"])
                 except RuntimeError as err:  # e.g. a text-graph checkpoint (no fuser) run as a latent graph
                     raise ConfigError(f"{cfg.checkpoint} does not fit this run (trained with --mode "
-                                      f"{self.ckpt['config'].get('mode')}, now --mode {cfg.mode}): {err}") from err
+                                      f"{self.ckpt['config'].get('mode')}, now --mode {cfg.mode}): "
+                                      f"{str(err).splitlines()[0]}") from None
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
@@ -172,14 +178,32 @@ class EvalRecipe:
             graph = graphs[members[0]]
             plan, _ = C.plan_for(self.cfg, self.team, graph)
             rows = [i for i in members for _ in range(samples)]  # a question's samples are rows of one batch
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                outputs = self.executor.run(plan, [batch[i].question for i in rows])
-            per_question = (time.perf_counter() - t0) / len(members)
-            for i, trace in zip(rows, outputs):
+            for i, trace, per_question in self._run_rows(plan, batch, rows):
                 traces[i].append(trace)
                 seconds[i] = per_question
         return [self._record(ex, traces[i], seconds[i], graphs[i]) for i, ex in enumerate(batch)]
+
+    def _run_rows(self, plan, batch, rows: list[int]) -> list[tuple[int, object, float]]:
+        """``(question, trace, seconds per question)`` per row; a question that does not fit is its own error.
+
+        When some rows do not fit the context, every row of their questions is recorded as that error and the
+        others run again as a batch of their own (a batch shares its padding, not its results).
+        """
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                outputs = self.executor.run(plan, [batch[i].question for i in rows])
+        except ContextOverflowError as err:
+            why: dict[int, str] = {}
+            for k in err.rows:
+                why.setdefault(rows[k], f"does not fit: {err.row_message(k)}")
+            for i, message in why.items():
+                logger.warning("question %s %s", batch[i].id, message)
+            failed = [(i, RowTrace(error=why[i]), 0.0) for i in rows if i in why]
+            keep = [i for i in rows if i not in why]
+            return failed + (self._run_rows(plan, batch, keep) if keep else [])
+        per_question = (time.perf_counter() - t0) / len(set(rows))
+        return [(i, trace, per_question) for i, trace in zip(rows, outputs)]
 
     def _score(self, ex, trace) -> dict:
         if trace.error is not None:
@@ -285,6 +309,8 @@ class EvalRecipe:
             "latent": {"latent_steps": cfg.latent_steps, "realign": cfg.realign, "message": cfg.message,
                        "zero_latent_steps": cfg.zero_latent_steps if cfg.latent_steps == 0 else None},
             "config": cfg.to_dict(),
+            "identity": self.identity,
+            "provenance": provenance({"seed": cfg.seed}),
         }
         if self.task.domain == "code":
             summary["sandbox"] = self._sandbox

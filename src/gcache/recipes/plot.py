@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,11 +23,12 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
         list[Path]: the files written.
     """
     ckpt = C.load_checkpoint(checkpoint)
-    saved = dict(ckpt["config"])
-    saved["api_key"] = None
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    saved = {k: v for k, v in ckpt["config"].items() if k in fields}
+    # Drawing needs no API and no GPU: a checkpoint trained on CUDA plots on any machine.
+    saved.update(api_key=None, device="cpu", device_map=None)
     cfg = RunConfig(**saved)
-    out_dir = Path(out) if out is not None else (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = C.prepare_out(out if out is not None else C.checkpoint_file(checkpoint).parent)
     written = []
     team = C.build_team(cfg, num_layers=_fuser_layers(ckpt))
     team.load_state_dict(ckpt["team"])

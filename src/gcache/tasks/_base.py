@@ -53,21 +53,30 @@ def _check_limit(limit: int | None) -> None:
         raise ValueError(f"limit must be None or an int >= 1, got {limit!r}")
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                           "convert the file to UTF-8") from None
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield ``(location, record)`` for each non-blank line of a ``.jsonl`` or ``.jsonl.gz`` file.
 
     Raises:
-        DatasetError: On a line that is not JSON or not a JSON object (names file and line).
+        DatasetError: On a line that is not UTF-8, not JSON or not a JSON object (names file and line).
     """
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}, line {lineno}"
+            line = _decode(raw, where)
             if not line.strip():
                 continue
-            where = f"{path}, line {lineno}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
@@ -83,8 +92,14 @@ def read_json_list(path: Path) -> Iterator[tuple[str, dict]]:
     Raises:
         DatasetError: If the file is not valid JSON (names the line) or not a list of objects.
     """
-    with _open_text(path) as f:
-        text = f.read()
+    with _open_binary(path) as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start]:#04x}); convert the file to "
+                           "UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -238,7 +253,11 @@ class Task:
     def _hub_records(self, split: str) -> Iterator[tuple[str, dict]]:
         import datasets  # lazy: only users loading from the hub need it
 
-        rows = datasets.load_dataset(self.hub_name, self.hub_config, split=split)
+        try:
+            rows = datasets.load_dataset(self.hub_name, self.hub_config, split=split)
+        except Exception as e:  # noqa: BLE001 - offline, unknown name, network: one line for the user either way
+            raise DatasetError(f"cannot load {self.hub_name} from the Hugging Face hub ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}); give a local file with --data") from None
         for i, row in enumerate(rows):
             yield f"hf://{self.hub_name}[{split}], row {i}", dict(row)
 
