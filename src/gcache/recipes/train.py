@@ -59,16 +59,20 @@ class TrainRecipe:
         self.utility_fn = utility_fn or (lambda ex, trace, scored: float(scored["correct"]))
 
     def setup(self) -> None:
+        """Check everything the user gave (files, folders, settings, resume state), then load the model."""
         cfg = self.cfg
+        C.prepare_out(self.out)
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
-        self.out.mkdir(parents=True, exist_ok=True)
+        prompt_set = C.load_prompt_set(cfg)
         self.identity = cfg.identity(C.identity_facts(cfg, self.task), training=True)
         # Checked before any model loads: a checkpoint of another run is refused at once.
         resume = self._read_checkpoint() if self.checkpoint_path.is_file() else None
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
+        if C.needs_local_model(cfg):
+            C.check_model(cfg)
         self.engine = C.build_engine(cfg) if C.needs_local_model(cfg) else None
-        self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0)
+        self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0, prompt_set)
         if self.team.policy is None and self.team.fuser is None:
             raise ConfigError("nothing to train: a fixed --topology with a text team has no parameters")
         self.executor = C.build_executor(cfg, self.task, self.engine, self.api, self.team.fuser)
