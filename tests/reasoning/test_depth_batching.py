@@ -60,9 +60,9 @@ def count_prefills(engine: LatentEngine, monkeypatch) -> list[int]:
     calls: list[int] = []
     original = engine.prefill
 
-    def prefill(ctx, prompts, fuser_bias=None):
+    def prefill(ctx, prompts, fuser_bias=None, **kwargs):
         calls.append(len(prompts))
-        return original(ctx, prompts, fuser_bias)
+        return original(ctx, prompts, fuser_bias, **kwargs)
 
     monkeypatch.setattr(engine, "prefill", prefill)
     return calls

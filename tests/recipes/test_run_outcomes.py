@@ -65,6 +65,18 @@ def test_a_question_that_does_not_fit_is_its_own_error(tmp_path, capsys):
     assert all("holds 40" in r["error"] for r in _rows(capped))
 
 
+def test_rows_of_a_depth_batch_that_do_not_fit_are_their_questions(tmp_path):
+    # debate: the agents of round 0 have no inputs, so their prompts run as one stacked batch of 2 agents x 3 rows
+    short = [json.loads(x)["question"] for x in TINY.read_text().splitlines()[:2]]
+    data = _questions(tmp_path, [short[0], short[1], "How many apples? " * 12_000])
+    out = tmp_path / "debate"
+    assert main(["eval", "--method", "gcache", "--topology", "debate", "--rounds", "2", "--agents", "2",
+                 "--latent-steps", "1",
+                 "--data", str(data), "--batch-size", "3", "--out", str(out), *FAST]) == 1
+    rows = {r["id"]: r for r in _rows(out)}
+    assert [k for k, r in sorted(rows.items()) if r["error"]] == ["gsm8k-test-2"]
+
+
 def test_a_rejected_key_stops_the_run_at_the_first_request(tmp_path, capsys):
     data = _questions(tmp_path, [f"What is {i} + 1?" for i in range(4)])
     wrong = "sk-wrong-key-1234567890"
