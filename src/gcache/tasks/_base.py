@@ -134,9 +134,9 @@ def read_records(path: Path) -> Iterator[tuple[str, dict]]:
     if name.endswith(".jsonl"):
         return read_jsonl(path)
     if name.endswith(".json"):
-        with _open_text(path) as f:
+        with _open_binary(path) as f:
             head = f.read(4096).lstrip()
-        return read_json_list(path) if head.startswith("[") else read_jsonl(path)
+        return read_json_list(path) if head.startswith(b"[") else read_jsonl(path)
     if name.endswith(".parquet"):
         return read_parquet(path)
     raise DatasetError(f"{path}: unsupported file type; use .jsonl, .json or .parquet (optionally .gz)")
