@@ -12,12 +12,15 @@ __all__ = [
     "DECISIONS",
     "DTYPES",
     "ENGINES",
+    "FUSER_GRAD",
     "FUSER_MODES",
+    "GRAPH_MODES",
     "MESSAGE_MODES",
     "MODES",
     "MODE_ALIASES",
     "PRESETS",
     "TOPOLOGIES",
+    "UTILITIES",
     "resolve_dtype_name",
     "resolve_engine",
     "resolve_mode",
@@ -38,8 +41,17 @@ TOPOLOGIES = ("learned", *PRESETS)
 #: How a graph's final answer is formed: a decision agent reads the sinks (``refer``), the last agent answers
 #: (``direct``), or the final round votes (``majority``).
 DECISIONS = ("refer", "direct", "majority")
-#: REINFORCE baseline: moving average, or the seed's plain ``-log_prob * utility``.
-BASELINES = ("ma", "none")
+#: REINFORCE baseline: the mean utility of the other graphs drawn for the same question (needs
+#: ``--samples-per-question`` >= 2), a moving average, or none (the seed's plain ``-log_prob * utility``).
+BASELINES = ("group", "ma", "none")
+#: What a drawn graph earned in training: the gold answer's mean token log-likelihood at the decision node
+#: (dense: it tells graphs apart even when none answers right), 1 if the answer is right, or their sum.
+UTILITIES = ("loglik", "correct", "correct+loglik")
+#: Where the fuser's gold-answer loss reaches: the decision node's inputs, or every fused edge (more memory).
+FUSER_GRAD = ("decision", "graph")
+#: How a learned method turns edge probabilities into its graph: a seeded sample (as G-Designer evaluates), or
+#: the most probable DAG.
+GRAPH_MODES = ("sample", "map")
 #: ``--dtype`` values and the torch dtype names they stand for (``auto``: bf16 on CUDA, fp32 on CPU).
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}

@@ -23,11 +23,14 @@ from gcache.choices import (
     DECISIONS,
     DTYPES,
     ENGINES,
+    FUSER_GRAD,
     FUSER_MODES,
+    GRAPH_MODES,
     MESSAGE_MODES,
     MODE_ALIASES,
     MODES,
     TOPOLOGIES,
+    UTILITIES,
     resolve_dtype_name,
 )
 from gcache.device_map import parse_device_map
@@ -86,7 +89,7 @@ class RunConfig:
     latent_steps: int = 4
     realign: bool = True
     batch_size: int = 4
-    max_new_tokens: int = 256
+    max_new_tokens: int = 512
     max_context: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
@@ -104,13 +107,17 @@ class RunConfig:
     checkpoint: str | None = None
     embedder: str | None = None
     gnn_temperature: float = 0.25
+    eval_graph: str = "sample"
+    soft_edges: bool = False
     # training
     steps: int = 10
-    lr: float = 0.1
-    baseline: str = "ma"
-    samples_per_question: int = 1
+    lr: float = 0.003
+    fuser_lr: float = 0.1
+    utility: str = "loglik"
+    baseline: str = "group"
+    samples_per_question: int = 4
     fuser_loss_weight: float = 1.0
-    soft_edges: bool = False
+    fuser_grad: str = "decision"
     optimize_spatial: bool = True
     optimize_temporal: bool = True
     tensorboard: bool = True
@@ -164,6 +171,12 @@ class RunConfig:
         choice("topology", TOPOLOGIES)
         choice("decision", DECISIONS)
         choice("baseline", BASELINES)
+        choice("utility", UTILITIES)
+        choice("fuser_grad", FUSER_GRAD)
+        choice("eval_graph", GRAPH_MODES)
+        if self.baseline == "group" and self.samples_per_question < 2:
+            fail("baseline", "--baseline group compares the graphs drawn for one question: it needs "
+                             "--samples-per-question 2 or more (or use --baseline ma)")
         choice("dtype", tuple(DTYPES))
         choice("engine", ENGINES)
         try:
@@ -199,7 +212,7 @@ class RunConfig:
             fail("temperature", f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             fail("top_p", f"--top-p must be in (0, 1], got {self.top_p}")
-        for key in ("gnn_temperature", "lr", "api_timeout"):
+        for key in ("gnn_temperature", "lr", "fuser_lr", "api_timeout"):
             if not getattr(self, key) > 0:
                 fail(key, f"{_flag(key)} must be positive, got {getattr(self, key)}")
         if self.base_url is not None:
@@ -287,7 +300,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--latent-steps", dest="latent_steps", type=int, help="latent thoughts per latent agent (default 4)")
     a("--no-realign", dest="realign", action="store_const", const=False, help="feed hidden states back unaligned")
     a("--batch-size", dest="batch_size", type=int, help="questions per batch (default 4)")
-    a("--max-new-tokens", dest="max_new_tokens", type=int, help="decoding cap per text agent (default 256)")
+    a("--max-new-tokens", dest="max_new_tokens", type=int, help="decoding cap per text agent (default 512)")
     a("--max-context", dest="max_context", type=int,
       help="most positions an agent's context may hold (default: the model's); a question that does not fit is "
            "recorded as that question's error")
@@ -310,6 +323,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--gnn-temperature", dest="gnn_temperature", type=float,
       help="temperature of the edge logits (codes are unit vectors: 0.25 lets p reach 0.02..0.98)")
     a("--embedder", help="sentence-transformers model for role/query embeddings (default all-MiniLM-L6-v2)")
+    a("--eval-graph", dest="eval_graph", choices=GRAPH_MODES,
+      help="graph a learned method runs per question: sample (seeded, as G-Designer; default) or map (most "
+           "probable DAG)")
+    a("--soft-edges", dest="soft_edges", action="store_const", const=True,
+      help="add log p(edge) to the fuser bias (training and evaluation alike) so the gold-answer loss trains "
+           "the GNN too")
     a("--api-key", dest="api_key", help="API key (better: API_KEY in the environment or .env)")
     a("--base-url", dest="base_url", help="OpenAI-compatible base URL (env BASE_URL)")
     a("--api-model", dest="api_model", help="API model (env API_MODEL; default qwen-flash)")
@@ -324,13 +343,21 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
                           "(shards merge by question id; see docs/scale-out.md)")
     if training:
         a("--steps", type=int, help="optimisation steps (batches) (default 10)")
-        a("--lr", type=float, help="Adam learning rate (default 0.1, the seed's)")
-        a("--baseline", choices=BASELINES, help="REINFORCE baseline: ma (moving average) or none (seed)")
+        a("--lr", type=float,
+          help="Adam learning rate of the topology model (default 0.003: at 0.01 or the seed's 0.1 every edge of "
+               "MiniLM-featured roles collapses to p=0.02 within a few steps; see docs/method.md)")
+        a("--fuser-lr", dest="fuser_lr", type=float, help="Adam learning rate of the CacheFuser (default 0.1)")
+        a("--utility", choices=UTILITIES,
+          help="what a graph earns: loglik (gold answer's mean token log-likelihood, dense; default), correct "
+               "(1 if right, needs decoding), or correct+loglik")
+        a("--baseline", choices=BASELINES,
+          help="REINFORCE baseline: group (mean of the other graphs of the question; default), ma (moving "
+               "average) or none (the seed's plain -log_prob * utility)")
         a("--samples-per-question", dest="samples_per_question", type=int,
-          help="graphs sampled per question; K > 1 uses their mean utility as the baseline")
+          help="graphs drawn per question (default 4)")
         a("--fuser-loss-weight", dest="fuser_loss_weight", type=float, help="weight of the gold-answer NLL")
-        a("--soft-edges", dest="soft_edges", action="store_const", const=True,
-          help="add log p(edge) to the fuser bias so the gold-answer loss also trains the GNN")
+        a("--fuser-grad", dest="fuser_grad", choices=FUSER_GRAD,
+          help="train the fuser through the decision node's inputs (default) or through every fused edge")
         a("--no-optimize-spatial", dest="optimize_spatial", action="store_const", const=False)
         a("--no-optimize-temporal", dest="optimize_temporal", action="store_const", const=False)
         a("--no-tensorboard", dest="tensorboard", action="store_const", const=False,

@@ -68,10 +68,10 @@ API_IDENTITY = ("api_model", "base_url")
 LATENT_IDENTITY = ("latent_steps", "realign", "zero_latent_steps")
 #: Methods over a graph of a prompt set's roles, chosen by a topology model.
 GRAPH_IDENTITY = ("prompt_set", "agents", "rounds", "topology", "decision", "embedder", "gnn_temperature",
-                  "checkpoint_sha256")
+                  "eval_graph", "checkpoint_sha256")
 #: ``gcache train``: what changes the sequence of optimisation steps (``steps`` may grow on resume).
-TRAINING_IDENTITY = ("limit", "batch_size", "lr", "baseline", "samples_per_question", "fuser_loss_weight",
-                     "soft_edges", "optimize_spatial", "optimize_temporal")
+TRAINING_IDENTITY = ("limit", "batch_size", "lr", "fuser_lr", "utility", "baseline", "samples_per_question",
+                     "fuser_loss_weight", "fuser_grad", "optimize_spatial", "optimize_temporal")
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,8 @@ register_method(Method(
 register_method(Method(
     "gcache", "G-cache: the same learned graph, agents pass KV messages merged by the CacheFuser",
     modes=("local", "hybrid"), learns=True, latent=True, plan=f"{_PLANS}:latent_graph_plan",
-    identity=(*GRAPH_IDENTITY, *LATENT_IDENTITY, "message", "fuser"), passes="KV messages (--message), fused"))
+    identity=(*GRAPH_IDENTITY, *LATENT_IDENTITY, "message", "fuser", "soft_edges"),
+    passes="KV messages (--message), fused"))
 
 
 def markdown_table() -> str:

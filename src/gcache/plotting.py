@@ -159,7 +159,7 @@ def plot_training_curves(
         history (Sequence[Mapping[str, float]]): One dict per logged step. The x value is
             ``entry[step_key]`` when present, else the entry's index.
         path (str | os.PathLike): Output file.
-        keys (Sequence[str]): Metrics to plot; keys absent from every entry are skipped.
+        keys (Sequence[str]): Metrics to plot; keys absent (or None) in every entry are skipped.
             Default is ``("loss", "accuracy", "reward")``.
         step_key (str): Name of the step field. Default is ``"step"``.
         figsize (tuple[float, float] | None): Inches; ``None`` picks ``(4 * panels, 3)``.
@@ -174,14 +174,14 @@ def plot_training_curves(
     """
     if not history:
         raise ValueError("history is empty")
-    present = [k for k in keys if any(k in h for h in history)]
+    present = [k for k in keys if any(h.get(k) is not None for h in history)]
     if not present:
         raise ValueError(f"history has none of the keys {list(keys)}")
     fig = Figure(figsize=figsize or (4.0 * len(present), 3.0), layout="constrained")
     axes = fig.subplots(1, len(present), squeeze=False)[0]
     for ax, key in zip(axes, present):
-        xs = [float(h.get(step_key, i)) for i, h in enumerate(history) if key in h]
-        ys = [float(h[key]) for h in history if key in h]
+        xs = [float(h.get(step_key, i)) for i, h in enumerate(history) if h.get(key) is not None]
+        ys = [float(h[key]) for h in history if h.get(key) is not None]
         ax.plot(xs, ys, marker="." if len(xs) < 50 else None, linewidth=1.2)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(step_key)

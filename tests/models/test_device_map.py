@@ -80,7 +80,10 @@ def test_split_model_computes_what_one_device_computes(tiny_folder):
     agents = prompt_set.role_names[:3]
     plan, _ = plan_from_graph(preset_graph("complete", agents), {r.name: r for r in prompt_set.roles},
                               kind="latent", message="own")
-    fuser = CacheFuser(2, [*prompt_set.role_names, DECISION_MAKER.name], init=0.5)  # a bias on every fused edge
+    fuser = CacheFuser(2, [*prompt_set.role_names, DECISION_MAKER.name])
+    with torch.no_grad():  # a bias on every fused edge, different per layer, edge and slot kind
+        for p in fuser.parameters():
+            p.copy_(torch.linspace(-2.0, 1.0, p.numel()).reshape(p.shape))
     texts, nlls = [], []
     for engine in engines:
         fused, chain = (GraphExecutor(engine=engine, latent_steps=2, decode=DecodeConfig(max_new_tokens=6), fuser=f)

@@ -13,7 +13,8 @@ from gcache.modules.kv_message import KVMessage, SlotKind
 ROLES = ["Planner", "Critic", "Refiner", "Judger"]
 
 
-def message(length: int, *, batch: int = 2, layers: int = 3, seed: int = 0) -> KVMessage:
+def message(length: int, *, batch: int = 2, layers: int = 3, seed: int = 0, kinds: list[int] | None = None
+            ) -> KVMessage:
     gen = torch.Generator().manual_seed(seed)
     valid = torch.ones(batch, length, dtype=torch.bool)
     valid[0, 0] = False  # some left padding in row 0
@@ -22,12 +23,14 @@ def message(length: int, *, batch: int = 2, layers: int = 3, seed: int = 0) -> K
         values=tuple(torch.randn(batch, 2, length, 4, generator=gen) for _ in range(layers)),
         valid=valid,
         positions=torch.arange(length).expand(batch, -1).masked_fill(~valid, -1),
-        kinds=torch.full((length,), int(SlotKind.RECEIVED)),
+        kinds=(torch.tensor(kinds) if kinds is not None else torch.full((length,), int(SlotKind.PROMPT))).expand(
+            batch, length),
     )
 
 
-def logsigmoid(x: float) -> float:
-    return -math.log1p(math.exp(-x))
+def log2sigmoid(x: float) -> float:
+    """log(2 σ(x)), computed independently of the module."""
+    return math.log(2.0 / (1.0 + math.exp(-x)))
 
 
 def assert_same_message(a: KVMessage, b: KVMessage) -> None:
@@ -50,22 +53,47 @@ def test_merge_messages_source_index():
     assert source.tolist() == [0, 0, 1, 1, 1, 2]
 
 
+def test_new_fuser_is_exactly_concatenation():
+    msgs = [message(3, seed=1, kinds=[0, 1, 1]), message(2, seed=2, kinds=[0, 2])]
+    ctx, bias = CacheFuser(num_layers=3, role_names=ROLES)(msgs, ["Critic", "Planner"], "Refiner")
+    assert_same_message(ctx, KVMessage.concat(msgs))
+    assert bias.shape == (3, 2, 5)
+    assert bool((bias == 0).all())  # identity, not closeness: log 2σ(0) is exactly 0
+
+
 def test_bias_mode_values_recomputed_by_hand():
-    msgs = [message(3, seed=1), message(2, seed=2)]
+    P, L, G = int(SlotKind.PROMPT), int(SlotKind.LATENT), int(SlotKind.GENERATED)
+    msgs = [message(3, seed=1, kinds=[P, L, L]), message(2, seed=2, kinds=[P, G])]
     fuser = CacheFuser(num_layers=3, role_names=ROLES, mode="bias")
+    kind_w = [[0.3, -4.0, 1.0], [0.0, -2.0, 0.5], [-1.0, 2.0, 0.0]]  # [layer][kind]
     with torch.no_grad():
         fuser.gates.copy_(torch.tensor([0.5, -1.0, 2.0]))
         fuser.edge_logits.copy_(torch.arange(16, dtype=torch.float32).reshape(4, 4) / 4 - 2)
+        fuser.kind_logits.copy_(torch.tensor(kind_w))
     ctx, bias = fuser(msgs, ["Critic", "Planner"], "Refiner")
     assert_same_message(ctx, KVMessage.concat(msgs))
     assert bias.shape == (3, 2, 5)
     gates = [0.5, -1.0, 2.0]
     w = lambda u, v: ROLES.index(u) + ROLES.index(v) / 4 - 2  # noqa: E731  = edge_logits[u, v] set above
+    slots = [("Critic", P), ("Critic", L), ("Critic", L), ("Planner", P), ("Planner", G)]
     for layer in range(3):
+        expect = [log2sigmoid(gates[layer]) + log2sigmoid(w(src, "Refiner")) + log2sigmoid(kind_w[layer][kind])
+                  for src, kind in slots]
         for row in range(2):
-            expect = [logsigmoid(gates[layer]) + logsigmoid(w("Critic", "Refiner"))] * 3
-            expect += [logsigmoid(gates[layer]) + logsigmoid(w("Planner", "Refiner"))] * 2
             assert bias[layer, row].tolist() == pytest.approx(expect, rel=1e-6)
+
+
+def test_kind_weights_can_mute_latent_slots_only():
+    """A receiver can keep a peer's prompt while muting its latent thoughts: the attention weight of latent slots
+    falls towards 0 and that of prompt slots does not."""
+    P, L = int(SlotKind.PROMPT), int(SlotKind.LATENT)
+    msgs = [message(4, seed=1, kinds=[P, P, L, L])]
+    fuser = CacheFuser(num_layers=3, role_names=ROLES)
+    with torch.no_grad():
+        fuser.kind_logits[:, L] = -30.0
+    _, bias = fuser(msgs, ["Planner"], "Judger")
+    weights = torch.softmax(bias[0, 1], dim=-1)  # equal raw scores: the bias alone decides
+    assert weights[2:].max() < 1e-10 and weights[:2].tolist() == pytest.approx([0.5, 0.5])
 
 
 def test_soft_edge_log_probs_add_to_their_source():
@@ -82,16 +110,19 @@ def test_soft_edge_log_probs_add_to_their_source():
     torch.testing.assert_close(only_soft, diff)
 
 
-def test_bias_gradients_reach_gates_and_used_edges_only():
+def test_bias_gradients_reach_gates_used_edges_and_present_kinds_only():
     fuser = CacheFuser(num_layers=3, role_names=ROLES)
     log_p = torch.tensor(-0.5, requires_grad=True)
-    _, bias = fuser([message(2), message(1)], ["Planner", "Critic"], "Judger", edge_log_probs=[log_p, torch.zeros(())])
+    _, bias = fuser([message(2, kinds=[0, 1]), message(1, kinds=[1])], ["Planner", "Critic"], "Judger",
+                    edge_log_probs=[log_p, torch.zeros(())])
     (bias * torch.arange(1.0, 4.0)[:, None, None]).sum().backward()
     assert bool((fuser.gates.grad != 0).all())
     used = torch.zeros(4, 4, dtype=torch.bool)
     used[0, 3] = used[1, 3] = True
     assert bool((fuser.edge_logits.grad[used] != 0).all())
     assert bool((fuser.edge_logits.grad[~used] == 0).all())
+    assert bool((fuser.kind_logits.grad[:, :2] != 0).all())  # prompt and latent slots were present
+    assert bool((fuser.kind_logits.grad[:, 2] == 0).all())  # no generated slot
     assert float(log_p.grad) == pytest.approx(2 * (1 + 2 + 3) * 2)  # 2 rows x 2 slots, weighted by layer
 
 
@@ -111,12 +142,23 @@ def test_errors_name_the_problem():
         CacheFuser(3, ["A", "A"])
 
 
+def test_per_row_soft_edge_terms():
+    msgs = [message(2, seed=1), message(3, seed=2)]
+    fuser = CacheFuser(num_layers=3, role_names=ROLES)
+    log_p = [torch.tensor([math.log(0.8), math.log(0.5)]), torch.tensor(math.log(0.3))]  # [b] and a scalar
+    _, bias = fuser(msgs, ["Planner", "Critic"], "Judger", edge_log_probs=log_p)
+    torch.testing.assert_close(bias[:, 0, :2], torch.full((3, 2), math.log(0.8)))
+    torch.testing.assert_close(bias[:, 1, :2], torch.full((3, 2), math.log(0.5)))
+    torch.testing.assert_close(bias[:, :, 2:], torch.full((3, 2, 3), math.log(0.3)))
+
+
 def test_reset_parameters_and_repr():
-    fuser = CacheFuser(num_layers=3, role_names=ROLES, init=1.5)
+    fuser = CacheFuser(num_layers=3, role_names=ROLES)
     with torch.no_grad():
-        fuser.gates.zero_()
+        for p in fuser.parameters():
+            p.fill_(1.5)
     fuser.reset_parameters()
-    assert bool((fuser.gates == 1.5).all()) and bool((fuser.edge_logits == 1.5).all())
-    assert fuser.gates.shape == (3,) and fuser.edge_logits.shape == (4, 4)
-    assert "num_layers=3, roles=4, mode='bias'" in repr(fuser)
-    assert sum(p.numel() for p in fuser.parameters()) == 3 + 16
+    assert all(bool((p == 0).all()) for p in fuser.parameters())
+    assert fuser.gates.shape == (3,) and fuser.edge_logits.shape == (4, 4) and fuser.kind_logits.shape == (3, 3)
+    assert "num_layers=3, roles=4, kinds=3, mode='bias'" in repr(fuser)
+    assert sum(p.numel() for p in fuser.parameters()) == 3 + 16 + 9

@@ -11,7 +11,8 @@ import torch
 
 from gcache.modules.kv_message import MESSAGE_MODES, KVMessage, SlotKind
 
-R, P, L, G = SlotKind.RECEIVED, SlotKind.PROMPT, SlotKind.LATENT, SlotKind.GENERATED
+P, L, G = SlotKind.PROMPT, SlotKind.LATENT, SlotKind.GENERATED
+R = P  # a slot the sender received: its kind is whatever produced it upstream
 
 
 def make_message(kinds, positions, valid, *, layers: int = 2, n_kv: int = 2, head_dim: int = 4, seed: int = 0):
@@ -23,7 +24,7 @@ def make_message(kinds, positions, valid, *, layers: int = 2, n_kv: int = 2, hea
         values=tuple(torch.randn(b, n_kv, s, head_dim, generator=gen) for _ in range(layers)),
         valid=valid,
         positions=torch.tensor(positions, dtype=torch.long),
-        kinds=torch.tensor([int(k) for k in kinds], dtype=torch.long),
+        kinds=torch.tensor([int(k) for k in kinds], dtype=torch.long).expand(b, s),  # the same for every row
     )
 
 
@@ -61,7 +62,7 @@ def test_next_position_ignores_padding():
 def test_bookkeeping_shapes_are_validated():
     good = make_message([R, R], [[0, 1]], [[True, True]])
     with pytest.raises(ValueError, match="bookkeeping shapes disagree"):
-        KVMessage(good.keys, good.values, good.valid, good.positions, good.kinds[:1])
+        KVMessage(good.keys, good.values, good.valid, good.positions, good.kinds[:, :1])
     with pytest.raises(ValueError, match="does not match valid"):
         KVMessage(tuple(k[..., :1, :] for k in good.keys), good.values, good.valid, good.positions, good.kinds)
     with pytest.raises(ValueError, match="key layers but"):
@@ -74,7 +75,7 @@ def test_concat_keeps_each_source_and_positions():
     ab = KVMessage.concat([a, b])
     assert ab.length == 5
     assert ab.positions.tolist() == [[3, 4, 0, 1, 2], [-1, 7, 0, 1, 2]]
-    assert ab.kinds.tolist() == [L, L, P, L, L]
+    assert ab.kinds[0].tolist() == [L, L, P, L, L]
     for layer in range(2):
         assert torch.equal(ab.keys[layer][:, :, :2], a.keys[layer])
         assert torch.equal(ab.values[layer][:, :, 2:], b.values[layer])
@@ -89,7 +90,7 @@ def test_concat_keeps_each_source_and_positions():
 def test_select_and_slice():
     msg = make_message([R, P, P, L], [[0, 1, 2, 3]], [[True] * 4])
     sl = msg.slice(1, 3)
-    assert sl.positions.tolist() == [[1, 2]] and sl.kinds.tolist() == [P, P]
+    assert sl.positions.tolist() == [[1, 2]] and sl.kinds[0].tolist() == [P, P]
     assert torch.equal(sl.keys[1], msg.keys[1][:, :, 1:3])
     sel = msg.select(torch.tensor([True, False, False, True]))
     assert sel.positions.tolist() == [[0, 3]]
@@ -103,9 +104,10 @@ def test_message_modes_on_synthetic_cache():
     assert full.length == 7 and own.length == 5 and latent.length == 2
     assert latent.positions.tolist() == [[4, 5]]  # the sender's latent slot in the context is not re-sent
     assert torch.equal(latent.keys[0], msg.keys[0][:, :, 4:6])
-    for out in (full, own, latent):
-        assert set(out.kinds.tolist()) == {int(R)}
-    assert msg.kinds.tolist() == [R, L, P, P, L, L, G]  # the sender's own cache is not relabelled
+    # slots keep the kind that produced them, so a receiver can tell prompts from latent thoughts
+    assert full.kinds[0].tolist() == [R, L, P, P, L, L, G]
+    assert own.kinds[0].tolist() == [P, P, L, L, G]
+    assert latent.kinds[0].tolist() == [L, L]
     with pytest.raises(ValueError, match="unknown message mode 'tokens'"):
         msg.message("tokens", own_start=0)
 
@@ -114,8 +116,8 @@ def test_pure_ops_never_mutate():
     msg = make_message([R, P, L], [[0, 1, 2], [-1, 0, 1]], [[True] * 3, [False, True, True]])
     snap = snapshot(msg)
     outs = [msg.message("full", 1), msg.message("own", 1), msg.message("latent", 1), msg.slice(1),
-            KVMessage.concat([msg, msg]), msg.detach(), msg.as_received()]
-    assert [o.length for o in outs] == [3, 2, 1, 2, 6, 3, 3]
+            KVMessage.concat([msg, msg]), msg.detach()]
+    assert [o.length for o in outs] == [3, 2, 1, 2, 6, 3]
     assert_unchanged(msg, snap)
 
 
@@ -163,7 +165,7 @@ def test_message_slices_from_engine_run(engine):
         assert own_pos == list(range(int(start[r]), int(start[r]) + n + 3))  # prompt, then consecutive latents
         assert latent.positions[r].tolist() == own_pos[n:]
         assert bool(latent.valid[r].all())
-    assert torch.equal(ctx_b.kinds[own_start:], torch.tensor([int(P)] * t_b + [int(L)] * 3))
+    assert torch.equal(ctx_b.kinds[:, own_start:], torch.tensor([int(P)] * t_b + [int(L)] * 3).expand(2, -1))
 
 
 @torch.no_grad()

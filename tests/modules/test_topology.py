@@ -1,8 +1,7 @@
-"""Tests for gcache.modules.topology (sampling, GNN, policy, REINFORCE) and the embedder."""
+"""Tests for gcache.modules.topology (directed GNN, policy), its learning by REINFORCE, and the embedder."""
 
 from __future__ import annotations
 
-import math
 import sys
 
 import pytest
@@ -10,17 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from gcache.graph import AgentGraph
-from gcache.modules.topology import (
-    EdgeProbs,
-    MovingAverageBaseline,
-    TopologyGNN,
-    TopologyPolicy,
-    graph_log_prob,
-    group_mean_baseline,
-    reinforce_loss,
-    sample_dag,
-    sample_edges,
-)
+from gcache.graph.sampling import most_probable_dag, sample_dag, sample_edges
+from gcache.modules.topology import EdgeProbs, TopologyGNN, TopologyPolicy
+from gcache.training.reinforce import MovingAverageBaseline, reinforce_loss
 
 D = 16  # embedding size of the synthetic tests
 N = 4
@@ -45,153 +36,6 @@ def _inputs(seed: int, n: int = N, d: int = D):
     return roles, query, anchor
 
 
-# ----------------------------------------------------------------------- independent helpers
-
-
-def _reaches(adj: list[list[bool]], src: int, dst: int) -> bool:
-    """Depth-first search: is there a path src -> ... -> dst (src == dst counts)?"""
-    stack, seen = [src], set()
-    while stack:
-        a = stack.pop()
-        if a == dst:
-            return True
-        if a in seen:
-            continue
-        seen.add(a)
-        stack.extend(b for b, on in enumerate(adj[a]) if on)
-    return False
-
-
-def _replay(probs: torch.Tensor, adj: torch.Tensor, order: torch.Tensor):
-    """Recompute, from the visit order and the result, which edges got a draw and log pi."""
-    n = probs.shape[0]
-    built = [[False] * n for _ in range(n)]
-    considered = torch.zeros(n, n, dtype=torch.bool)
-    log_prob = 0.0
-    for u, v in order.tolist():
-        if _reaches(built, v, u):
-            assert not adj[u, v], f"edge {(u, v)} closes a cycle but was taken"
-            continue
-        considered[u, v] = True
-        p = float(probs[u, v])
-        if adj[u, v]:
-            built[u][v] = True
-            log_prob += math.log(p)
-        else:
-            log_prob += math.log(1.0 - p)
-    return considered, log_prob
-
-
-def _is_dag(adj: torch.Tensor) -> bool:
-    try:
-        AgentGraph(tuple(str(i) for i in range(adj.shape[0])), adj, torch.zeros_like(adj))
-    except ValueError:
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------- sampling
-
-
-def test_sample_dag_is_acyclic_and_log_prob_is_exact():
-    gen = torch.Generator().manual_seed(0)
-    for trial in range(200):
-        n = 2 + trial % 6
-        probs = torch.rand(n, n, generator=gen).clamp(0.02, 0.98).fill_diagonal_(0.0)
-        s = sample_dag(probs, gen)
-        assert s.adj.dtype == torch.bool and not s.adj.diagonal().any()
-        assert _is_dag(s.adj), f"trial {trial}: cycle in {s.adj.int().tolist()}"
-        # order visits every off-diagonal pair exactly once
-        assert sorted(map(tuple, s.order.tolist())) == [
-            (u, v) for u in range(n) for v in range(n) if u != v
-        ]
-        considered, expected = _replay(probs, s.adj, s.order)
-        assert torch.equal(considered, s.considered)
-        assert s.log_prob.item() == pytest.approx(expected, abs=1e-4)
-
-
-def test_sample_dag_log_prob_gradient():
-    gen = torch.Generator().manual_seed(3)
-    probs = torch.rand(5, 5, generator=gen).clamp(0.05, 0.95).fill_diagonal_(0.0)
-    probs.requires_grad_(True)
-    s = sample_dag(probs, gen)
-    s.log_prob.backward()
-    p = probs.detach()
-    expected = torch.where(s.adj, 1.0 / p, -1.0 / (1.0 - p)) * s.considered
-    torch.testing.assert_close(probs.grad, expected)
-    assert (probs.grad[~s.considered] == 0).all()
-
-
-def test_sample_dag_frequencies_match_probabilities():
-    # Upper-triangular candidates can never close a cycle: each edge is a plain Bernoulli.
-    probs = torch.tensor([[0.0, 0.2, 0.7], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
-    mask = torch.ones(3, 3, dtype=torch.bool).triu(1)
-    gen = torch.Generator().manual_seed(1)
-    counts = torch.zeros(3, 3)
-    draws = 4000
-    for _ in range(draws):
-        counts += sample_dag(probs, gen, mask=mask).adj
-    freq = counts / draws
-    # 4 standard errors of a Bernoulli mean at p = 0.5 is 0.032
-    torch.testing.assert_close(freq * mask, probs, atol=0.032, rtol=0)
-
-
-def test_sample_dag_deterministic():
-    probs = torch.tensor([
-        [0.0, 0.9, 0.6, 0.2],
-        [0.8, 0.0, 0.7, 0.55],
-        [0.95, 0.3, 0.0, 0.1],
-        [0.6, 0.4, 0.45, 0.0],
-    ])
-    a = sample_dag(probs, torch.Generator().manual_seed(0), deterministic=True)
-    b = sample_dag(probs, None, deterministic=True)
-    assert torch.equal(a.adj, b.adj)
-    # Visited by decreasing p: 2->0 (.95) and 0->1 (.9) taken; 1->0, 1->2 and 0->2 would
-    # close cycles; 3->0 (.6) taken; 1->3 closes 3->0->1->3; the rest are below 0.5.
-    expected = torch.zeros(4, 4, dtype=torch.bool)
-    for u, v in [(2, 0), (0, 1), (3, 0)]:
-        expected[u, v] = True
-    assert torch.equal(a.adj, expected)
-    considered, logp = _replay(probs, a.adj, a.order)
-    assert torch.equal(considered, a.considered)
-    assert a.log_prob.item() == pytest.approx(logp, abs=1e-5)
-
-
-def test_sample_dag_deterministic_all_high_gives_a_tournament():
-    n = 6
-    probs = torch.full((n, n), 0.9).fill_diagonal_(0.0)
-    s = sample_dag(probs, deterministic=True)
-    assert _is_dag(s.adj)
-    # every unordered pair ends up with exactly one direction
-    assert int(s.adj.sum()) == n * (n - 1) // 2
-    assert not (s.adj & s.adj.T).any()
-
-
-def test_sample_edges():
-    gen = torch.Generator().manual_seed(2)
-    for _ in range(50):
-        probs = torch.rand(4, 4, generator=gen).clamp(0.02, 0.98)
-        s = sample_edges(probs, gen)
-        assert s.considered.all()
-        expected = sum(
-            math.log(float(probs[u, v])) if s.adj[u, v] else math.log(1 - float(probs[u, v]))
-            for u in range(4) for v in range(4)
-        )
-        assert s.log_prob.item() == pytest.approx(expected, abs=1e-4)
-    det = sample_edges(torch.tensor([[0.7, 0.2], [0.5, 0.51]]), deterministic=True)
-    assert det.adj.tolist() == [[True, False], [False, True]]
-
-
-def test_graph_log_prob():
-    probs = torch.tensor([[0.0, 0.25], [0.6, 0.0]])
-    adj = torch.tensor([[False, True], [False, False]])
-    considered = torch.tensor([[False, True], [True, False]])
-    expected = math.log(0.25) + math.log(0.4)
-    assert graph_log_prob(probs, adj, considered).item() == pytest.approx(expected, abs=1e-6)
-    with pytest.raises(ValueError, match="differ in shape"):
-        graph_log_prob(probs, adj[:1])
-
-
 # ----------------------------------------------------------------------- GNN
 
 
@@ -208,10 +52,12 @@ def _dense_gcn_reference(gnn: TopologyGNN, roles, query, anchor) -> torch.Tensor
     a_norm = dinv[:, None] * a_hat * dinv[None, :]
     h = x
     for i, conv in enumerate(gnn.convs):
-        h = a_norm @ h @ conv.lin.weight.T + conv.bias
+        h = a_norm @ h @ conv.lin.weight.T
         if i < len(gnn.convs) - 1:
-            h = h.relu()
-    h = h + x @ gnn.skip.weight.T
+            h = (h + conv.bias).relu()
+        else:
+            assert conv.bias is None  # PairNorm would cancel it
+    h = h + x[:, :D] @ gnn.skip.weight.T  # the role half (the task node's: the query)
     h = h - h.mean(0, keepdim=True)
     h = h / (1e-5 + h.pow(2).sum(-1).mean()).sqrt()  # PairNorm, scale 1
     lin1, lin2 = gnn.mlp[0], gnn.mlp[2]
@@ -226,12 +72,19 @@ def test_gnn_matches_dense_reference():
     z = gnn.node_codes(roles, query, anchor)
     torch.testing.assert_close(z, _dense_gcn_reference(gnn, roles, query, anchor))
     probs = gnn(roles, query, anchor)
-    zn = F.normalize(z, dim=-1)
-    expected = torch.sigmoid(zn @ zn.T / 0.5).fill_diagonal_(0.0)
+    with torch.no_grad():  # non-zero offsets, so the reference checks where they enter
+        gnn.spatial_offset.fill_(0.3)
+        gnn.temporal_offset.fill_(-0.2)
+    probs = gnn(roles, query, anchor)
+
+    def code(w: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z @ w.T, dim=-1)  # unit rows
+
+    s_src, s_dst = code(gnn.spatial_src.weight), code(gnn.spatial_dst.weight)
+    expected = torch.sigmoid(s_src @ s_dst.T / 0.5 + 0.3).fill_diagonal_(0.0)
     torch.testing.assert_close(probs.spatial, expected)
-    src = F.normalize(gnn.temporal_src(z), dim=-1)
-    dst = F.normalize(gnn.temporal_dst(z), dim=-1)
-    torch.testing.assert_close(probs.temporal, torch.sigmoid(src @ dst.T / 0.5))
+    src, dst = code(gnn.temporal_src.weight), code(gnn.temporal_dst.weight)
+    torch.testing.assert_close(probs.temporal, torch.sigmoid(src @ dst.T / 0.5 - 0.2))
 
 
 def test_gnn_shapes_bounds_and_repr():
@@ -242,7 +95,7 @@ def test_gnn_shapes_bounds_and_repr():
     assert isinstance(probs, EdgeProbs)
     assert probs.spatial.shape == probs.temporal.shape == (5, 5)
     assert (probs.spatial.diagonal() == 0).all()
-    torch.testing.assert_close(probs.spatial, probs.spatial.T)  # S = Z Z^T is symmetric
+    assert not torch.allclose(probs.spatial, probs.spatial.T)  # directed: p(u -> v) != p(v -> u)
     assert not torch.allclose(probs.temporal, probs.temporal.T)
     lo, hi = torch.sigmoid(torch.tensor(-4.0)), torch.sigmoid(torch.tensor(4.0))
     off = ~torch.eye(5, dtype=torch.bool)
@@ -291,85 +144,37 @@ def test_gnn_validation():
 # ----------------------------------------------------------------------- policy
 
 
-def test_policy_sample_matches_samplers():
+def test_policy_draw_matches_samplers():
     torch.manual_seed(4)
     policy = TopologyPolicy(TopologyGNN(D, 12, 8, temperature=0.5), num_rounds=2)
     roles, query, anchor = _inputs(4)
     agents = ("w", "x", "y", "z")
-    graph, log_prob, probs = policy.sample(query, roles, anchor, torch.Generator().manual_seed(9),
-                                           agents=agents)
-    # Replaying the same generator through the two samplers gives the same graph and log pi.
+    probs = policy(query, roles, anchor)
+    graph, log_prob = policy.draw(probs, torch.Generator().manual_seed(9), agents=agents)
+    # Replaying the same generator through the two samplers gives the same graph and log-probability.
     gen = torch.Generator().manual_seed(9)
     s = sample_dag(probs.spatial, gen)
     t = sample_edges(probs.temporal, gen)
     assert torch.equal(graph.spatial, s.adj) and torch.equal(graph.temporal, t.adj)
-    assert log_prob.item() == pytest.approx((s.log_prob + t.log_prob).item(), abs=1e-5)
+    assert log_prob.item() == pytest.approx((s.log_prob_given_order + t.log_prob_given_order).item(), abs=1e-5)
     assert graph.agents == agents and graph.num_rounds == 2 and graph.decision == "refer"
     assert log_prob.requires_grad
 
     single = TopologyPolicy(policy.gnn, num_rounds=1, decision="direct")
-    g1, lp1, p1 = single.sample(query, roles, anchor, torch.Generator().manual_seed(9))
+    g1, lp1 = single.draw(probs, torch.Generator().manual_seed(9))
     assert not g1.temporal.any() and g1.agents == ("agent_0", "agent_1", "agent_2", "agent_3")
-    assert lp1.item() == pytest.approx(s.log_prob.item(), abs=1e-5)  # spatial terms only
+    assert lp1.item() == pytest.approx(s.log_prob_given_order.item(), abs=1e-5)  # spatial terms only
 
-    det1 = single.sample(query, roles, anchor, deterministic=True)[0]
-    det2 = single.sample(query, roles, anchor, torch.Generator().manual_seed(1), True)[0]
-    assert det1 == det2
+    best1, _ = single.draw(probs, None, "map")
+    best2, _ = single.draw(probs, torch.Generator().manual_seed(1), "map")
+    assert best1 == best2 and torch.equal(best1.spatial, most_probable_dag(probs.spatial))
+    two_rounds, _ = policy.draw(probs, None, "map")
+    assert torch.equal(two_rounds.temporal, probs.temporal.detach() > 0.5)
     assert "num_rounds=1, decision='direct'" in repr(single)
     with pytest.raises(ValueError, match="decision must be one of"):
         TopologyPolicy(policy.gnn, decision="vote")
-
-
-# ----------------------------------------------------------------------- REINFORCE
-
-
-def test_reinforce_loss_numbers_and_gradient():
-    lp = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
-    u = [1.0, 0.0, 1.0]
-    loss = reinforce_loss(lp, u, baseline=0.5)
-    assert loss.item() == pytest.approx(-((0.5 * -1.0) + (-0.5 * -2.0) + (0.5 * -0.5)) / 3)
-    loss.backward()
-    torch.testing.assert_close(lp.grad, torch.tensor([-0.5, 0.5, -0.5]) / 3)
-
-    plain = reinforce_loss(lp, u, baseline=None)  # the seed's -log_prob * utility
-    assert plain.item() == pytest.approx(-(-1.0 - 0.5) / 3)
-    per_sample = reinforce_loss([lp[0], lp[1]], [1.0, 0.0], torch.tensor([0.25, 0.75]))
-    assert per_sample.item() == pytest.approx(-(0.75 * -1.0 + -0.75 * -2.0) / 2)
-    with pytest.raises(ValueError, match="3 log-probs but 2 utilities"):
-        reinforce_loss(lp, [1.0, 0.0])
-    with pytest.raises(ValueError, match="baseline must be a scalar or"):
-        reinforce_loss(lp, u, torch.zeros(2))
-
-
-def test_baseline_is_detached():
-    lp = torch.tensor([-1.0, -2.0], requires_grad=True)
-    b = torch.tensor(0.3, requires_grad=True)
-    reinforce_loss(lp, [1.0, 0.0], b).backward()
-    assert b.grad is None
-
-
-def test_group_mean_baseline():
-    u = [1.0, 0.0, 0.0, 1.0]
-    torch.testing.assert_close(group_mean_baseline(u), torch.full((4,), 0.5))
-    torch.testing.assert_close(
-        group_mean_baseline(u, leave_one_out=True), torch.tensor([1 / 3, 2 / 3, 2 / 3, 1 / 3])
-    )
-    with pytest.raises(ValueError, match="need >= 2 utilities"):
-        group_mean_baseline([1.0], leave_one_out=True)
-
-
-def test_moving_average_baseline():
-    b = MovingAverageBaseline(momentum=0.75)
-    assert b.update([1.0, 0.0]) == 0.0  # returns the value before the update
-    assert b.value == pytest.approx(0.125)
-    assert b.update(1.0) == pytest.approx(0.125)
-    assert b.value == pytest.approx(0.75 * 0.125 + 0.25)
-    state = b.state_dict()
-    c = MovingAverageBaseline()
-    c.load_state_dict(state)
-    assert (c.momentum, c.value, c.num_updates) == (0.75, b.value, 2)
-    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
-        MovingAverageBaseline(1.0)
+    with pytest.raises(ValueError, match="unknown graph mode 'greedy'"):
+        single.draw(probs, None, "greedy")
 
 
 # ----------------------------------------------------------------------- learning
@@ -390,7 +195,7 @@ def _train(seed: int, utility, steps: int = 200, k: int = 4):
         probs = policy(query, roles, anchor)  # one GNN pass, k graphs
         log_probs, utils = [], []
         for _ in range(k):
-            graph, log_prob = policy.sample_from(probs, gen)
+            graph, log_prob = policy.draw(probs, gen)
             log_probs.append(log_prob)
             utils.append(utility(graph))
         loss = reinforce_loss(torch.stack(log_probs), utils, baseline.update(utils))
@@ -406,41 +211,43 @@ def _train(seed: int, utility, steps: int = 200, k: int = 4):
 
 
 def _wants_edge(graph: AgentGraph) -> float:
-    return float(graph.spatial[0, 2]) + float(graph.temporal[1, 0])
+    # spatial 2 -> 0 runs against the agents' order: only a directed policy can learn it
+    return float(graph.spatial[2, 0]) + float(graph.temporal[1, 0])
 
 
-@pytest.mark.parametrize("seed", [7, 21, 22])
+@pytest.mark.parametrize("seed", [0, 1, 4])
 def test_reinforce_learns_a_rewarded_edge(one_thread, seed):
-    # Utility 1 for spatial 0->2 plus 1 for temporal 1->0. Adam at lr 0.1 moves the
-    # probabilities a lot per step, so besides reaching 0.9 the policy must *stay* there:
-    # with the sign of the loss flipped, these seeds end below 0.01 on at least one edge.
+    # Utility 1 for spatial 2->0 (against the agents' order) plus 1 for temporal 1->0. Adam at lr 0.1 moves
+    # the probabilities a lot per step, so besides reaching 0.9 the policy must *stay* there. The seeds are
+    # the first three (of 0..4) whose initial p(2->0) is below 0.5 (seeds 2 and 3 start above it); every seed
+    # below 11 that starts below 0.5 passes.
     run = _train(seed, _wants_edge, steps=100)
     _, start, _ = next(run)
-    assert start.spatial[0, 2] < 0.5  # the edge starts unlikely
+    assert start.spatial[2, 0] < 0.5  # the edge starts unlikely
     reached, tail = None, []
     for step, probs, policy in run:
         if step == 0:
             grads = policy.first_grads
             for name in ("gnn.convs.0.lin.weight", "gnn.convs.1.lin.weight", "gnn.skip.weight",
-                         "gnn.mlp.0.weight", "gnn.mlp.2.weight", "gnn.temporal_src.weight",
-                         "gnn.temporal_dst.weight"):
+                         "gnn.mlp.0.weight", "gnn.mlp.2.weight", "gnn.spatial_src.weight",
+                         "gnn.spatial_dst.weight", "gnn.temporal_src.weight", "gnn.temporal_dst.weight"):
                 assert grads[name] > 0, f"no gradient reached {name}"
             assert all(v > 0 for v in grads.values()), grads
-        if reached is None and probs.spatial[0, 2] > 0.9 and probs.temporal[1, 0] > 0.9:
+        if reached is None and probs.spatial[2, 0] > 0.9 and probs.temporal[1, 0] > 0.9:
             reached = step
         if step >= 80:
-            tail.append((float(probs.spatial[0, 2]), float(probs.temporal[1, 0])))
-    assert reached is not None, "p(0->2) and p_t(1->0) did not pass 0.9 in 100 steps"
+            tail.append((float(probs.spatial[2, 0]), float(probs.temporal[1, 0])))
+    assert reached is not None, "p(2->0) and p_t(1->0) did not pass 0.9 in 100 steps"
     assert sum(s for s, _ in tail) / len(tail) > 0.9
     assert sum(t for _, t in tail) / len(tail) > 0.9
 
 
 def test_reinforce_unlearns_a_penalised_edge(one_thread):
     # Control: the same machinery with the opposite reward drives the edge away.
-    run = _train(7, lambda g: 1.0 - float(g.spatial[0, 2]))
+    run = _train(7, lambda g: 1.0 - float(g.spatial[2, 0]))
     _, start, _ = next(run)
-    assert start.spatial[0, 2] > 0.1
-    assert any(probs.spatial[0, 2] < 0.1 for _, probs, _ in run)
+    assert start.spatial[2, 0] > 0.1
+    assert any(probs.spatial[2, 0] < 0.1 for _, probs, _ in run)
 
 
 # ----------------------------------------------------------------------- embedder

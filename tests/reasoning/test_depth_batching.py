@@ -102,7 +102,7 @@ def test_stack_and_unstack_give_back_each_nodes_context():
         valid[1, :pad] = False  # row 1 left-padded
         return KVMessage(keys=(torch.randn(2, 1, s, 3, generator=gen),), values=(torch.randn(2, 1, s, 3, generator=gen),),
                          valid=valid, positions=torch.arange(s).expand(2, s).masked_fill(~valid, -1),
-                         kinds=torch.full((s,), int(SlotKind.RECEIVED)))
+                         kinds=torch.full((2, s), int(SlotKind.PROMPT)))
 
     a, b, empty = msg(5, 2), msg(2, 1), msg(0, 0)
     stacked, bias = stack_contexts([a, b, empty], [torch.full((1, 2, 3), -1.0), None, None], num_layers=1)
@@ -116,8 +116,10 @@ def test_stack_and_unstack_give_back_each_nodes_context():
         for x, y in zip((*back.keys, *back.values, back.valid, back.positions, back.kinds),
                         (*m.keys, *m.values, m.valid, m.positions, m.kinds)):
             assert torch.equal(x, y)
-    with pytest.raises(ValueError, match="kinds"):
-        KVMessage.stack([a, KVMessage(a.keys, a.values, a.valid, a.positions, torch.full((5,), int(SlotKind.PROMPT)))])
+    # agents stacked together may have received contexts of different kinds: each row keeps its own
+    latent_a = KVMessage(a.keys, a.values, a.valid, a.positions, torch.full((2, 5), int(SlotKind.LATENT)))
+    mixed = KVMessage.stack([latent_a, b])
+    assert torch.equal(mixed.kinds[:2], latent_a.kinds) and torch.equal(mixed.kinds[2:, 3:], b.kinds)
 
 
 # ------------------------------------------------------------------------------- batch by depth == node by node

@@ -73,7 +73,10 @@ def test_fused_graph_batch_equals_one_by_one(engine, message):
     roles = {r.name: r for r in prompt_set.roles}
     plan, _ = plan_from_graph(preset_graph("complete", agents), roles, kind="latent", message=message)
     assert plan.nodes[-1].inputs == (0, 1, 2)  # not "full": the decision node reads every agent
-    fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name], init=0.5)
+    fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name])
+    with torch.no_grad():  # a non-trivial bias: different per layer, edge and slot kind
+        for p in fuser.parameters():
+            p.copy_(torch.linspace(-2.0, 1.0, p.numel()).reshape(p.shape))
     ex = executor(engine, fuser)
     with torch.no_grad():
         batch = ex.run(plan, QUESTIONS)
@@ -126,16 +129,20 @@ def test_chain_with_neutral_fuser_is_latentmas_sequential(engine):
         nll_chain = fused.answer_nll(chain, QUESTIONS, TARGETS)
     assert bool((rel(nll_chain, nll_base) < 1e-4).all())
 
-    # A bias fuser whose gates and weights are saturated (log sigma(30) ~ -1e-13) is concatenation too ...
-    saturated = CacheFuser(engine.num_layers, [r.name for r in SEQUENTIAL], mode="bias", init=30.0)
+    # A new bias fuser is exactly concatenation (every bias is 0.0, not merely small): the same texts, and the
+    # same NLL bit for bit ...
+    neutral = executor(engine, CacheFuser(engine.num_layers, [r.name for r in SEQUENTIAL], mode="bias"))
+    assert [t.final_text for t in neutral.run(chain, QUESTIONS)] == [t.final_text for t in plain.run(baseline, QUESTIONS)]
     with torch.no_grad():
-        nll_sat = executor(engine, saturated).answer_nll(chain, QUESTIONS, TARGETS)
-    assert bool((rel(nll_sat, nll_base) < 1e-4).all())
-    # ... while the default init (log sigma(3) ~ -0.05 per term) is measurably not: the check can fail.
+        nll_neutral = neutral.answer_nll(chain, QUESTIONS, TARGETS)
+        nll_plain_chain = executor(engine).answer_nll(chain, QUESTIONS, TARGETS)
+    assert torch.equal(nll_neutral, nll_plain_chain)
+    # ... while a moved parameter is measurably not: the check can fail.
+    moved = CacheFuser(engine.num_layers, [r.name for r in SEQUENTIAL], mode="bias")
     with torch.no_grad():
-        nll_init = executor(engine, CacheFuser(engine.num_layers, [r.name for r in SEQUENTIAL])).answer_nll(
-            chain, QUESTIONS, TARGETS)
-    assert bool((rel(nll_init, nll_base) > 1e-5).any())
+        moved.kind_logits[:, 1] = -3.0  # mute latent slots a little
+        nll_moved = executor(engine, moved).answer_nll(chain, QUESTIONS, TARGETS)
+    assert bool((rel(nll_moved, nll_base) > 1e-5).any())
 
 
 # ------------------------------------------------------------------------------- gradients through the executor
@@ -162,6 +169,8 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
         used[idx[u], idx[v]] = True
     assert bool((fuser.edge_logits.grad[used] != 0).all())
     assert bool((fuser.edge_logits.grad[~used] == 0).all())
+    # latent messages hold prompt and latent slots, no generated ones
+    assert bool((fuser.kind_logits.grad[:, :2] != 0).all()) and bool((fuser.kind_logits.grad[:, 2] == 0).all())
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
 
     torch.optim.Adam(fuser.parameters(), lr=0.1).step()

@@ -116,7 +116,7 @@ def test_latent_steps_match_no_cache_recompute(fixture, request, eager_twin):
     t = ids.shape[1]
     assert ctx.length == t + steps
     assert ctx.positions[0].tolist() == list(range(t + steps))
-    assert ctx.kinds.tolist() == [SlotKind.PROMPT] * t + [SlotKind.LATENT] * steps
+    assert ctx.kinds[0].tolist() == [SlotKind.PROMPT] * t + [SlotKind.LATENT] * steps
     # One pass over every input embedding, no cache, stock attention and causal mask.
     ref = eager_twin(model).get_decoder()(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]  # [t+steps, d]
     for k in range(steps + 1):

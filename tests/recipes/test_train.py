@@ -17,7 +17,8 @@ from gcache.cli import main
 from gcache.config import RunConfig
 from gcache.recipes.train import TrainRecipe
 
-TINY = str(Path(__file__).parents[1] / "assets" / "tiny_gsm8k.jsonl")
+TINY = str(Path(__file__).parents[1] / "assets" / "tiny_gsm8k.jsonl")  # held-out questions
+TINY_TRAIN = str(Path(__file__).parents[1] / "assets" / "tiny_gsm8k_train.jsonl")  # training questions
 FAST = ["--model", "tiny-random-qwen3", "--max-new-tokens", "4", "--latent-steps", "1"]
 
 pytestmark = pytest.mark.integration
@@ -28,18 +29,19 @@ def _checksum(model: torch.nn.Module) -> float:
 
 
 def test_one_step_trains_every_part_and_no_llm_weight(tmp_path):
-    cfg = RunConfig(method="gcache", data=TINY, split="test", limit=2, out=str(tmp_path), model="tiny-random-qwen3",
-                    max_new_tokens=4, latent_steps=1, batch_size=1, steps=1, rounds=2, agents=3, soft_edges=True,
-                    baseline="none")
+    cfg = RunConfig(method="gcache", data=TINY_TRAIN, split="train", limit=2, out=str(tmp_path),
+                    model="tiny-random-qwen3", max_new_tokens=4, latent_steps=1, batch_size=1, steps=1, rounds=2,
+                    agents=3, soft_edges=True, baseline="none", samples_per_question=2, fuser_grad="graph")
     # Utility 1 for every graph: with the seed's plain -log π · U every edge draw gets a gradient.
-    recipe = TrainRecipe(cfg, utility_fn=lambda ex, trace, scored: 1.0)
+    recipe = TrainRecipe(cfg, utility_fn=lambda outcome: 1.0)
     recipe.setup()
     model = recipe.engine.model
     assert not any(p.requires_grad for p in model.parameters())
     llm_before = _checksum(model)
     before = {n: p.detach().clone() for n, p in recipe.team.named_parameters()}
-    groups = {"gcn": "policy.gnn.convs", "mlp": "policy.gnn.mlp", "temporal": "policy.gnn.temporal",
-              "fuser gates": "fuser.gates", "fuser edges": "fuser.edge_logits"}
+    groups = {"gcn": "policy.gnn.convs", "mlp": "policy.gnn.mlp", "spatial heads": "policy.gnn.spatial",
+              "temporal heads": "policy.gnn.temporal", "fuser gates": "fuser.gates", "fuser edges": "fuser.edge_logits",
+              "fuser slot kinds": "fuser.kind_logits"}
     names = dict(recipe.team.named_parameters())
     for label, prefix in groups.items():
         assert any(n.startswith(prefix) for n in names), f"no {label} parameters"
@@ -54,8 +56,9 @@ def test_one_step_trains_every_part_and_no_llm_weight(tmp_path):
 
 def test_kill_9_during_train_resumes_from_last_step(tmp_path):
     out = tmp_path / "train"
-    cmd = [sys.executable, "-m", "gcache", "train", "--method", "gdesigner", "--data", TINY, "--split", "test",
-           "--batch-size", "1", "--steps", "4", "--agents", "2", "--out", str(out), *FAST]
+    cmd = [sys.executable, "-m", "gcache", "train", "--method", "gdesigner", "--data", TINY_TRAIN, "--split", "train",
+           "--batch-size", "1", "--steps", "4", "--agents", "2", "--samples-per-question", "2", "--out", str(out),
+           *FAST]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     history = out / "history.json"
@@ -80,7 +83,7 @@ def test_kill_9_during_train_resumes_from_last_step(tmp_path):
 
 def test_eval_from_checkpoint_and_plot(tmp_path):
     out = tmp_path / "train"
-    assert main(["train", "--method", "gcache", "--data", TINY, "--split", "test", "--batch-size", "1",
+    assert main(["train", "--method", "gcache", "--data", TINY_TRAIN, "--split", "train", "--batch-size", "1",
                  "--steps", "1", "--agents", "2", "--out", str(out), *FAST]) == 0
     assert main(["eval", "--checkpoint", str(out), "--data", TINY, "--limit", "2", "--out",
                  str(tmp_path / "eval"), *FAST]) == 0

@@ -1,18 +1,24 @@
-"""CacheFuser: how much each incoming KV message counts, per layer and per edge.
+"""CacheFuser: how much each incoming KV message counts, per layer, per edge and per kind of slot.
 
 A node with several predecessors attends to the concatenation of their messages. The learned fuser adds an
-attention bias on the keys of each source ``u`` at every layer ``l`` of the receiving node ``v``:
+attention bias on every received key: for a slot ``s`` of kind ``k(s)`` (prompt, latent or generated) sent by
+source ``u`` to node ``v``, at layer ``l``,
 
 .. math::
-    \\mathrm{bias}(l, u \\to v) = \\log\\sigma(g_l) + \\log\\sigma(w_{uv}) \\; [+ \\log p_{uv}]
+    \\mathrm{bias}(l, s) = \\log 2\\sigma(g_l) + \\log 2\\sigma(w_{uv}) + \\log 2\\sigma(c_{l, k(s)})
+    \\; [+ \\log p_{uv}]
 
-with one gate ``g_l`` per layer and one weight ``w_uv`` per ordered role pair (so they carry across questions);
-the optional ``log p_uv`` term is the topology model's edge probability (soft edges), which lets the fuser's
-gradient reach the GNN. A bias of 0 everywhere is plain concatenation; ``mode="concat"`` is exactly that.
+with one gate ``g_l`` per layer, one weight ``w_uv`` per ordered role pair (so they carry across questions) and
+one weight ``c_{l,k}`` per layer and slot kind (so a receiver can keep a peer's question context while muting its
+latent thoughts). ``log 2σ(x)`` is 0 at ``x = 0``, at most ``log 2`` and unbounded below, so every parameter
+starts at exactly zero bias, i.e. plain concatenation, and can mute a slot completely or weigh it up to twice.
+The optional ``log p_uv`` is the topology model's edge probability (soft edges), which lets the fuser's gradient
+reach the GNN. ``mode="concat"`` never adds a bias.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,9 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcache.choices import FUSER_MODES
-from gcache.modules.kv_message import KVMessage
+from gcache.modules.kv_message import KVMessage, SlotKind
 
-__all__ = ["CacheFuser", "FUSER_MODES", "merge_messages"]
+__all__ = ["CacheFuser", "FUSER_MODES", "log2sigmoid", "merge_messages"]
+
+_LN2 = math.log(2.0)
+
+
+def log2sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``log(2 σ(x))``: exactly 0 at ``x = 0``, at most ``log 2``, ``≈ x`` for very negative ``x``."""
+    return F.logsigmoid(x) + _LN2
 
 
 def merge_messages(messages: Sequence[KVMessage]) -> tuple[KVMessage, torch.Tensor]:
@@ -37,26 +50,27 @@ def merge_messages(messages: Sequence[KVMessage]) -> tuple[KVMessage, torch.Tens
 
 
 class CacheFuser(nn.Module):
-    """Per-layer gates and per-role-pair edge weights acting as an additive key bias.
+    """Per-layer gates, per-role-pair edge weights and per-layer slot-kind weights, as an additive key bias.
 
     Args:
         num_layers (int): layers of the LLM.
         role_names (Sequence[str]): the roles whose ordered pairs get a weight.
         mode (str): ``"bias"`` (learned) or ``"concat"`` (no bias: plain concatenation). Default is ``"bias"``.
-        init (float): initial value of gates and weights; ``log σ(3) ≈ -0.049``, close to neutral while keeping
-            a useful gradient. Default is 3.0.
 
     Shapes:
         - gates: ``[l]``
         - edge_logits: ``[r, r]`` (source role, destination role)
+        - kind_logits: ``[l, k]`` (layer, :class:`SlotKind`)
         - bias returned by :meth:`forward`: ``[l, b, P]``
 
     Example:
         >>> fuser = CacheFuser(num_layers=2, role_names=["A", "B"])
         >>> ctx, bias = fuser([msg_a], ["A"], "B")
+        >>> bool((bias == 0).all())  # a new fuser is exactly concatenation
+        True
     """
 
-    def __init__(self, num_layers: int, role_names: Sequence[str], mode: str = "bias", init: float = 3.0) -> None:
+    def __init__(self, num_layers: int, role_names: Sequence[str], mode: str = "bias") -> None:
         super().__init__()
         if mode not in FUSER_MODES:
             raise ValueError(f"unknown fuser mode {mode!r}; choose one of {', '.join(FUSER_MODES)}")
@@ -68,14 +82,15 @@ class CacheFuser(nn.Module):
         self.role_names = tuple(role_names)
         self._role_index = {name: i for i, name in enumerate(self.role_names)}
         self.mode = mode
-        self.init = init
         self.gates = nn.Parameter(torch.empty(num_layers))
         self.edge_logits = nn.Parameter(torch.empty(len(self.role_names), len(self.role_names)))
+        self.kind_logits = nn.Parameter(torch.empty(num_layers, len(SlotKind)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.constant_(self.gates, self.init)
-        nn.init.constant_(self.edge_logits, self.init)
+        """Zero every parameter: zero bias everywhere, i.e. exactly plain concatenation."""
+        for p in (self.gates, self.edge_logits, self.kind_logits):
+            nn.init.zeros_(p)
 
     def role_index(self, name: str) -> int:
         if name not in self._role_index:
@@ -83,10 +98,10 @@ class CacheFuser(nn.Module):
         return self._role_index[name]
 
     def edge_bias(self, src_roles: Sequence[str], dst_role: str) -> torch.Tensor:
-        """``[l, k]`` bias of each of ``k`` sources at every layer (before soft-edge terms)."""
+        """``[l, k]`` gate + edge part of the bias of each of ``k`` sources at every layer."""
         dst = self.role_index(dst_role)
         src = torch.tensor([self.role_index(r) for r in src_roles], device=self.gates.device)
-        return F.logsigmoid(self.gates)[:, None] + F.logsigmoid(self.edge_logits[src, dst])[None, :]
+        return log2sigmoid(self.gates)[:, None] + log2sigmoid(self.edge_logits[src, dst])[None, :]
 
     def forward(self, messages: Sequence[KVMessage], src_roles: Sequence[str], dst_role: str,
                 edge_log_probs: Sequence[torch.Tensor] | None = None) -> tuple[KVMessage, torch.Tensor | None]:
@@ -96,8 +111,9 @@ class CacheFuser(nn.Module):
             messages (Sequence[KVMessage]): one message per incoming edge, each ``[b, ...]``.
             src_roles (Sequence[str]): role of each message's sender.
             dst_role (str): role of the receiving node.
-            edge_log_probs (Sequence[torch.Tensor] | None): per edge ``log p_uv`` (scalar), added to the bias of
-                that source's slots so gradients reach the topology model. Default is None.
+            edge_log_probs (Sequence[torch.Tensor] | None): per edge ``log p_uv``, a scalar or ``[b]`` (one per
+                row), added to the bias of that source's slots so gradients reach the topology model. Default is
+                None.
 
         Returns:
             tuple: ``(context, bias [l, b, P] or None for concatenation)``.
@@ -107,13 +123,19 @@ class CacheFuser(nn.Module):
         ctx, source = merge_messages(messages)
         if self.mode == "concat" and edge_log_probs is None:
             return ctx, None
-        per_source = torch.zeros(self.num_layers, len(messages), device=self.gates.device)  # [l, k]
+        device = self.gates.device
+        source = source.to(device)
+        b = ctx.batch_size
+        bias = torch.zeros(self.num_layers, 1, ctx.length, device=device)  # [l, 1, P]
         if self.mode == "bias":
-            per_source = per_source + self.edge_bias(src_roles, dst_role)
+            per_source = self.edge_bias(src_roles, dst_role)  # [l, k]
+            per_kind = log2sigmoid(self.kind_logits)  # [l, K]
+            bias = bias + per_source[:, source][:, None, :] + per_kind[:, ctx.kinds.to(device)]  # [l, b, P]
         if edge_log_probs is not None:
-            per_source = per_source + torch.stack([lp.reshape(()) for lp in edge_log_probs])[None, :].to(per_source.device)
-        bias = per_source[:, source.to(per_source.device)]  # [l, P]
-        return ctx, bias[:, None, :].expand(-1, ctx.batch_size, -1)  # [l, b, P]
+            soft = torch.stack([lp.to(device).reshape(-1).expand(b) for lp in edge_log_probs])  # [k, b]
+            bias = bias + soft[source].T[None]  # [l, b, P]
+        return ctx, bias.expand(-1, b, -1)  # [l, b, P]
 
     def extra_repr(self) -> str:
-        return f"num_layers={self.num_layers}, roles={len(self.role_names)}, mode={self.mode!r}"
+        return (f"num_layers={self.num_layers}, roles={len(self.role_names)}, kinds={len(SlotKind)}, "
+                f"mode={self.mode!r}")

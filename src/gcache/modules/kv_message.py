@@ -6,7 +6,9 @@ tensors a message carries explicit bookkeeping per slot:
 * ``valid [b, s]``: False for padding (left padding within each segment keeps a batch aligned);
 * ``positions [b, s]``: the rotary position each key was computed at (-1 for padding). Keys keep that
   position forever; whoever continues after a message starts at ``max(positions) + 1``;
-* ``kinds [s]``: what produced the slot (received, prompt, latent or generated), shared by the whole batch.
+* ``kinds [b, s]``: what produced the slot (a prompt token, a latent step or a generated token). A slot keeps its
+  kind when it is handed on, so a receiver (and its CacheFuser) can tell a peer's question context from its latent
+  thoughts. Per row, because rows stacked from different agents (depth batching) received different contexts.
 
 Operations return new messages; a received message is never mutated in place.
 """
@@ -25,12 +27,11 @@ __all__ = ["SlotKind", "KVMessage", "MESSAGE_MODES"]
 
 
 class SlotKind(IntEnum):
-    """What produced a cache slot."""
+    """What produced a cache slot (whichever node produced it)."""
 
-    RECEIVED = 0  # came in from a predecessor's message
-    PROMPT = 1  # the node's own prompt
-    LATENT = 2  # one latent thought step
-    GENERATED = 3  # a decoded token
+    PROMPT = 0  # a prompt token
+    LATENT = 1  # one latent thought step
+    GENERATED = 2  # a decoded (or teacher-forced) token
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class KVMessage:
         values (tuple[torch.Tensor, ...]): per layer ``[b, n_kv, s, h_d]``.
         valid (torch.Tensor): ``[b, s]`` bool, False for padding.
         positions (torch.Tensor): ``[b, s]`` long rotary position of each slot, -1 for padding.
-        kinds (torch.Tensor): ``[s]`` long :class:`SlotKind` of each slot.
+        kinds (torch.Tensor): ``[b, s]`` long :class:`SlotKind` of each slot (padding: any kind, it is masked).
 
     Example:
         >>> msg = KVMessage.empty(num_layers=2, batch=1, n_kv=1, head_dim=4)
@@ -60,7 +61,7 @@ class KVMessage:
         s = self.valid.shape[1]
         if len(self.keys) != len(self.values):
             raise ValueError(f"{len(self.keys)} key layers but {len(self.values)} value layers")
-        if self.positions.shape != self.valid.shape or self.kinds.shape != (s,):
+        if self.positions.shape != self.valid.shape or self.kinds.shape != self.valid.shape:
             raise ValueError(
                 f"bookkeeping shapes disagree: valid {tuple(self.valid.shape)}, positions "
                 f"{tuple(self.positions.shape)}, kinds {tuple(self.kinds.shape)}"
@@ -90,7 +91,7 @@ class KVMessage:
             values=kv,
             valid=torch.zeros(batch, 0, dtype=torch.bool, device=device),
             positions=torch.zeros(batch, 0, dtype=torch.long, device=device),
-            kinds=torch.zeros(0, dtype=torch.long, device=device),
+            kinds=torch.zeros(batch, 0, dtype=torch.long, device=device),
         )
 
     @property
@@ -125,7 +126,7 @@ class KVMessage:
             values=tuple(v.index_select(2, idx.to(v.device)) for v in self.values),
             valid=self.valid.index_select(1, idx),
             positions=self.positions.index_select(1, idx),
-            kinds=self.kinds.index_select(0, idx),
+            kinds=self.kinds.index_select(1, idx),
         )
 
     def slice(self, start: int, end: int | None = None) -> "KVMessage":
@@ -133,11 +134,6 @@ class KVMessage:
         mask = torch.zeros(self.length, dtype=torch.bool, device=self.valid.device)
         mask[start:end] = True
         return self.select(mask)
-
-    def as_received(self) -> "KVMessage":
-        """The same slots, marked as received (what a successor sees)."""
-        return KVMessage(self.keys, self.values, self.valid, self.positions,
-                         torch.full_like(self.kinds, SlotKind.RECEIVED))
 
     def to(self, device: torch.device | str) -> "KVMessage":
         """Everything on one device (also gathers the layers of a message spread over devices)."""
@@ -167,7 +163,7 @@ class KVMessage:
             values=tuple(torch.cat([m.values[i] for m in messages], dim=2) for i in range(n_layers)),
             valid=torch.cat([m.valid for m in messages], dim=1),  # [b, Σs]
             positions=torch.cat([m.positions for m in messages], dim=1),
-            kinds=torch.cat([m.kinds for m in messages]),
+            kinds=torch.cat([m.kinds for m in messages], dim=1),
         )
 
     def rows(self, index: slice) -> "KVMessage":
@@ -177,7 +173,7 @@ class KVMessage:
             values=tuple(v[index] for v in self.values),
             valid=self.valid[index],
             positions=self.positions[index],
-            kinds=self.kinds,
+            kinds=self.kinds[index],
         )
 
     @staticmethod
@@ -185,11 +181,10 @@ class KVMessage:
         """Put messages one above the other along the batch axis, shorter ones left-padded with invalid slots.
 
         The padding slots are masked for every query (their keys and values are zeros), and each row keeps its
-        positions, so every row is computed as it would be on its own message. The slots share their kinds across
-        the batch, so the messages must agree on the kinds of the slots they have (right-aligned).
+        positions and the kinds of its slots, so every row is computed (and fused) as it would be on its own message.
 
         Raises:
-            ValueError: no messages; different layer counts, head shapes or dtypes; kinds that disagree.
+            ValueError: no messages; different layer counts, head shapes or dtypes.
         """
         if not messages:
             raise ValueError("stack needs at least one message")
@@ -197,9 +192,6 @@ class KVMessage:
             raise ValueError("messages to stack differ in layers, heads, head size or dtype")
         longest = max(messages, key=lambda m: m.length)
         s = longest.length
-        for m in messages:
-            if not torch.equal(m.kinds, longest.kinds[s - m.length:]):
-                raise ValueError("messages to stack disagree on the kinds of their slots")
 
         def left_pad(x: torch.Tensor, n: int, dim: int, value) -> torch.Tensor:
             shape = list(x.shape)
@@ -214,7 +206,7 @@ class KVMessage:
                          for i in range(longest.num_layers)),
             valid=torch.cat([left_pad(m.valid, n, 1, False) for m, n in zip(messages, pads)]),  # [Σb, s]
             positions=torch.cat([left_pad(m.positions, n, 1, -1) for m, n in zip(messages, pads)]),
-            kinds=longest.kinds,
+            kinds=torch.cat([left_pad(m.kinds, n, 1, int(SlotKind.PROMPT)) for m, n in zip(messages, pads)]),
         )
 
     def message(self, mode: str, own_start: int) -> "KVMessage":
@@ -226,12 +218,13 @@ class KVMessage:
             own_start (int): index of the node's first own slot (= length of the context it received).
         """
         if mode == "full":
-            return self.as_received()
+            return self
         if mode == "own":
-            return self.slice(own_start).as_received()
+            return self.slice(own_start)
         if mode == "latent":
             own = torch.arange(self.length, device=self.kinds.device) >= own_start
-            return self.select(own & (self.kinds == SlotKind.LATENT)).as_received()
+            # every row of a node thinks the same number of steps: its own latent slots are the same columns
+            return self.select(own & (self.kinds == SlotKind.LATENT).any(dim=0))
         raise ValueError(f"unknown message mode {mode!r}; choose one of {', '.join(MESSAGE_MODES)}")
 
     def __repr__(self) -> str:

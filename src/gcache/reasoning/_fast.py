@@ -101,7 +101,7 @@ class StaticContext:
         self.cache.early_initialization(batch, n_kv, head_dim, dtype, device)
         self.valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         self.positions = torch.full((batch, capacity), -1, dtype=torch.long, device=device)
-        self.kinds = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.kinds = torch.zeros(batch, capacity, dtype=torch.long, device=device)
         self.length = torch.zeros((), dtype=torch.long, device=device)
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
         self.bias = torch.zeros(num_layers, batch, capacity, dtype=dtype, device=device)
@@ -132,7 +132,7 @@ class StaticContext:
         self.valid[:, :s].copy_(ctx.valid)
         self.positions.fill_(-1)
         self.positions[:, :s].copy_(ctx.positions)
-        self.kinds[:s].copy_(ctx.kinds)
+        self.kinds[:, :s].copy_(ctx.kinds)
         self.length.fill_(s)
         self.next_pos.copy_(ctx.next_position())
         self.bias.zero_()
@@ -157,7 +157,7 @@ class StaticContext:
 
     def mark(self, start: int, kind: SlotKind) -> None:
         """Record what produced the slots from ``start`` to the filled length (host-driven, once per call)."""
-        self.kinds[start:self.filled] = int(kind)
+        self.kinds[:, start:self.filled] = int(kind)
 
     def snapshot(self) -> KVMessage:
         """The filled slots as a new message (copies: the cache goes on being written)."""
@@ -167,7 +167,7 @@ class StaticContext:
             values=tuple(layer.values[:, :, :n].clone() for layer in self.cache.layers),
             valid=self.valid[:, :n].clone(),
             positions=self.positions[:, :n].clone(),
-            kinds=self.kinds[:n].clone(),
+            kinds=self.kinds[:, :n].clone(),
         )
         self._snapshot = weakref.ref(msg)
         return msg
@@ -356,18 +356,21 @@ class FastLatentEngine(LatentEngine):
         h = hidden[:, -1]  # [b, d]: the only slot whose logits anyone reads
         return cache.snapshot(), h, self.model.get_output_embeddings()(h), valid.sum(dim=1)
 
-    def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None):
+    def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None,
+              record: list[torch.Tensor] | None = None):
         """See :meth:`LatentEngine.think`; each step is one graph replay on CUDA."""
         if steps < 0:
             raise ValueError(f"latent steps must be >= 0, got {steps}")
         if torch.is_grad_enabled() or steps == 0:
-            return super().think(ctx, hidden, steps, fuser_bias)
+            return super().think(ctx, hidden, steps, fuser_bias, record)
         self.realignment()  # solved once, outside any capture (the solver synchronises with the host)
         cache = self._static(ctx, fuser_bias, ctx.length + steps)
         start = cache.filled
         cache.hidden.copy_(hidden)
         for _ in range(steps):
             self._run(cache, "latent", self._latent_step)
+            if record is not None:
+                record.append(cache.hidden.clone())
         cache.mark(start, SlotKind.LATENT)
         return cache.snapshot(), cache.hidden.clone()
 
@@ -385,6 +388,7 @@ class FastLatentEngine(LatentEngine):
         done = torch.zeros(b, dtype=torch.bool, device=device)
         tokens = torch.full((b, cfg.max_new_tokens), -1, dtype=torch.long, device=device)  # -1: not generated
         logits = first_logits
+        first_stop_prob = self.stop_probability(first_logits)
         for i in range(cfg.max_new_tokens):
             next_ids = sample_next_token(logits, cfg.temperature, cfg.top_p, generator)  # [b]
             is_stop = torch.isin(next_ids, stop)
@@ -399,4 +403,5 @@ class FastLatentEngine(LatentEngine):
         cache.mark(start, SlotKind.GENERATED)
         generated = [[t for t in row if t >= 0] for row in tokens.tolist()]
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
-        return Decoded(texts=texts, token_ids=generated, context=cache.snapshot())
+        return Decoded(texts=texts, token_ids=generated, context=cache.snapshot(), truncated=(~done).tolist(),
+                       first_stop_prob=first_stop_prob)

@@ -83,11 +83,29 @@ class DecodeConfig:
 
 @dataclass
 class Decoded:
-    """Text decoded for a batch, with the cache it ended with."""
+    """Text decoded for a batch, with the cache it ended with.
+
+    Attributes:
+        texts (list[str]): decoded text per row.
+        token_ids (list[list[int]]): generated ids per row, stop token excluded.
+        context (KVMessage): the cache after decoding.
+        truncated (list[bool]): the row hit ``max_new_tokens`` without a stop token (its answer may be cut).
+        first_stop_prob (torch.Tensor): ``[b]`` probability mass the first decoding step put on stop tokens (a
+            judge that ends its turn at once has this near 1).
+    """
 
     texts: list[str]
-    token_ids: list[list[int]]  # generated ids per row, stop token excluded
+    token_ids: list[list[int]]
     context: KVMessage
+    truncated: list[bool]
+    first_stop_prob: torch.Tensor
+
+
+#: End-of-turn / end-of-text markers of common chat families. Decoding stops at any of them that the
+#: tokenizer knows as one token, besides the model's own eos ids: a Qwen GGUF declares only ``<|im_end|>``
+#: although its base model ends documents with ``<|endoftext|>``, and a Llama 3 chat turn ends with ``<|eot_id|>``.
+END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|end|>",
+               "<end_of_turn>", "</s>", "<|END_OF_TURN_TOKEN|>")
 
 
 def realignment_matrix(w_in: torch.Tensor, w_out: torch.Tensor, lam: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +216,7 @@ class LatentEngine:
         return next(self.model.parameters()).dtype
 
     def _stop_ids(self) -> set[int]:
+        """The model's eos ids plus every :data:`END_MARKERS` token its vocabulary holds as a single token."""
         ids: set[int] = set()
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         for value in (gen_eos, self.tokenizer.eos_token_id):
@@ -205,6 +224,8 @@ class LatentEngine:
                 ids.add(value)
             elif value is not None:
                 ids.update(int(v) for v in value)
+        vocab = self.tokenizer.get_vocab()
+        ids.update(vocab[m] for m in END_MARKERS if m in vocab)
         return ids
 
     def empty_context(self, batch: int) -> KVMessage:
@@ -286,7 +307,8 @@ class LatentEngine:
             values=values,
             valid=key_valid,
             positions=torch.cat([ctx.positions, positions], dim=1),
-            kinds=torch.cat([ctx.kinds, torch.full((t,), int(kind), dtype=torch.long, device=ctx.kinds.device)]),
+            kinds=torch.cat([ctx.kinds, torch.full((b, t), int(kind), dtype=torch.long, device=ctx.kinds.device)],
+                            dim=1),  # [b, s + t]
         )
         head = self.model.get_output_embeddings()
         if logits == "last":
@@ -349,10 +371,15 @@ class LatentEngine:
         e = e * (target_norm / e.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return e.to(self.dtype)
 
-    def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None):
+    def think(self, ctx: KVMessage, hidden: torch.Tensor, steps: int, fuser_bias: torch.Tensor | None = None,
+              record: list[torch.Tensor] | None = None):
         """``steps`` latent thoughts: feed the realigned last hidden state back as the next input embedding.
 
         Each step adds one slot (kind LATENT) and samples no token.
+
+        Args:
+            record (list[torch.Tensor] | None): when given, the last-layer hidden state each step produces
+                (``[b, d]``) is appended to it (for diagnostics: what the LM head would read there).
 
         Returns:
             tuple: ``(context, last hidden [b, d])``.
@@ -363,7 +390,22 @@ class LatentEngine:
         for _ in range(steps):
             e = self.latent_embedding(hidden)[:, None, :]  # [b, 1, d]
             ctx, hidden, _ = self.extend(ctx, e, valid, SlotKind.LATENT, fuser_bias, logits="none")
+            if record is not None:
+                record.append(hidden)
         return ctx, hidden
+
+    def top_tokens(self, hiddens: list[torch.Tensor]) -> list[list[str]]:
+        """The LM head's most likely token for each recorded hidden state: ``[b][steps]`` token strings."""
+        if not hiddens:
+            return []
+        head = self.model.get_output_embeddings()
+        ids = torch.stack([head(h).argmax(dim=-1) for h in hiddens], dim=1)  # [b, steps]
+        return [self.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+
+    def stop_probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[b]`` probability mass of the stop tokens under ``logits [b, v]``."""
+        stop = torch.tensor(sorted(self.stop_ids), device=logits.device, dtype=torch.long)
+        return torch.softmax(logits.detach().float(), dim=-1)[:, stop].sum(dim=-1)
 
     def decode(self, ctx: KVMessage, first_logits: torch.Tensor, cfg: DecodeConfig,
                fuser_bias: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Decoded:
@@ -375,6 +417,7 @@ class LatentEngine:
         done = torch.zeros(b, dtype=torch.bool, device=first_logits.device)
         generated: list[list[int]] = [[] for _ in range(b)]
         logits = first_logits
+        first_stop_prob = self.stop_probability(first_logits)
         stop = torch.tensor(sorted(self.stop_ids), device=first_logits.device, dtype=torch.long)
         for _ in range(cfg.max_new_tokens):
             next_ids = sample_next_token(logits, cfg.temperature, cfg.top_p, generator)  # [b]
@@ -388,7 +431,9 @@ class LatentEngine:
             ctx, _, logits = self.extend(ctx, self.embed(next_ids[:, None]), step_valid, SlotKind.GENERATED,
                                          fuser_bias)
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
-        return Decoded(texts=texts, token_ids=generated, context=ctx)
+        truncated = (~done).tolist()  # rows that never produced a stop token within the cap
+        return Decoded(texts=texts, token_ids=generated, context=ctx, truncated=truncated,
+                       first_stop_prob=first_stop_prob)
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()
@@ -405,23 +450,44 @@ class LatentEngine:
         """Teacher-forced mean NLL per row of ``answers`` after ``prompts`` on top of ``ctx``.
 
         Runs with gradients enabled so that a ``fuser_bias`` (or a context) that requires grad gets one; the
-        model itself is frozen. Each row's answer tokens are right after its prompt; both are left-padded as one segment.
+        model itself is frozen. The prompt is prefilled, then :meth:`continuation_nll` scores the answer.
 
         Returns:
             torch.Tensor: ``[b]`` mean negative log-likelihood of each row's answer tokens.
         """
-        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] + self.tokenizer(a, add_special_tokens=False)["input_ids"]
-                for p, a in zip(prompts, answers)]
-        answer_lens = [len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
-        ids, valid = self._left_pad(rows)
         with torch.enable_grad():
-            _, _, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.PROMPT, fuser_bias, logits="all")
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [b, t-1, v] predicts slot i+1
-            target = ids[:, 1:].to(logp.device)  # [b, t-1]
-            token_logp = logp.gather(-1, target[..., None]).squeeze(-1)  # [b, t-1]
-            t = ids.shape[1]
-            losses = []
-            for row, n in enumerate(answer_lens):
-                n = max(1, min(n, t - 1))
-                losses.append(-token_logp[row, t - 1 - n:].mean())  # the last n targets are the answer
-        return torch.stack(losses)
+            ctx_p, _, logits, _ = self.prefill(ctx, prompts, fuser_bias)
+            return self.continuation_nll(ctx_p, logits, answers, fuser_bias)
+
+    def continuation_nll(self, ctx: KVMessage, first_logits: torch.Tensor, answers: list[str],
+                         fuser_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced mean NLL per row of ``answers`` continuing a context whose last slot gave ``first_logits``.
+
+        This is what lets a training step score the gold answer and decode from the same prefilled prompt. The
+        answers are left-padded as one new segment (padding sits between prompt and answer, masked; positions
+        continue per row), so the first answer token of a row is predicted by ``first_logits`` and every later
+        one by the slot before it.
+
+        Args:
+            ctx (KVMessage): the context ending with the prompt.
+            first_logits (torch.Tensor): ``[b, v]`` logits of the context's last slot.
+            answers (list[str]): one target text per row.
+            fuser_bias (torch.Tensor | None): ``[l, b, p]`` bias over the first ``p`` context slots.
+
+        Returns:
+            torch.Tensor: ``[b]`` mean NLL of each row's answer tokens (grad enabled).
+        """
+        rows = [self.tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+        if not all(rows):
+            raise ValueError("every answer to score needs at least one token")
+        ids, valid = self._left_pad(rows)  # [b, t]
+        with torch.enable_grad():
+            _, _, logits = self.extend(ctx, self.embed(ids), valid, SlotKind.GENERATED, fuser_bias, logits="all")
+            # predictor of slot j: the logits of slot j - 1, or first_logits for a row's first answer slot
+            first = valid & ~torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)  # [b, t]
+            shifted = torch.cat([first_logits[:, None].to(logits.device), logits[:, :-1]], dim=1)  # [b, t, v]
+            first, ids, valid = first.to(shifted.device), ids.to(shifted.device), valid.to(shifted.device)
+            pred = torch.where(first[..., None], first_logits[:, None].to(shifted.dtype), shifted)  # [b, t, v]
+            token_logp = torch.log_softmax(pred.float(), dim=-1).gather(-1, ids[..., None]).squeeze(-1)  # [b, t]
+            token_logp = token_logp * valid
+        return -token_logp.sum(dim=1) / valid.sum(dim=1).clamp_min(1)

@@ -109,7 +109,12 @@ class Plan:
 
 @dataclass
 class RowTrace:
-    """What happened for one question."""
+    """What happened for one question.
+
+    Besides the answer and its costs it carries the diagnostics of a latent team (filled when the executor
+    runs with ``diagnostics=True``): the LM head's top token at each latent step of each latent node, the
+    answering node's first-step probability of ending its turn, and whether its answer hit the token cap.
+    """
 
     final_text: str | None = None
     prompt_tokens: int = 0
@@ -120,6 +125,9 @@ class RowTrace:
     node_texts: dict[str, str] = field(default_factory=dict)
     api_sent: list[dict] = field(default_factory=list)
     error: str | None = None
+    truncated: bool = False
+    judge_stop_prob: float | None = None
+    latent_top_tokens: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,13 +152,15 @@ class GraphExecutor:
         batch_by_depth (bool): run the local nodes of one depth and kind in one batch (their rows stacked, see
             :mod:`gcache.reasoning._depth`); False runs node by node. Greedy outputs are the same either way;
             sampled ones draw from the generator in a different order. Default is True.
+        diagnostics (bool): record latent top tokens per step and the answering node's first-step stop probability
+            per row. Default is False.
     """
 
     def __init__(self, *, engine: LatentEngine | None = None, api=None, latent_steps: int = 4,
                  decode: DecodeConfig = DecodeConfig(), verbalize: DecodeConfig = DecodeConfig(max_new_tokens=128),
                  fuser: CacheFuser | None = None, answer_instruction: str = "",
                  extract: Callable[[str], str | None] | None = None, seed: int = 0,
-                 batch_by_depth: bool = True) -> None:
+                 batch_by_depth: bool = True, diagnostics: bool = False) -> None:
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0, got {latent_steps}")
         self.engine = engine
@@ -162,6 +172,7 @@ class GraphExecutor:
         self.answer_instruction = answer_instruction
         self.extract = extract
         self.batch_by_depth = batch_by_depth
+        self.diagnostics = diagnostics
         # torch samples only with a generator on the logits' device (a CPU one fails on CUDA logits): put it
         # where the LM head writes them.
         device = engine.output_device if engine is not None else "cpu"
@@ -170,18 +181,9 @@ class GraphExecutor:
     # ------------------------------------------------------------------ public
     def run(self, plan: Plan, questions: Sequence[str],
             edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None) -> list[RowTrace]:
-        """Run ``plan`` for a batch of questions; one :class:`RowTrace` per question."""
-        self._check(plan)
-        traces = [RowTrace() for _ in questions]
-        outputs: list[_NodeOutput | None] = [None] * len(plan.nodes)
-        finals = {len(plan.nodes) - 1, *plan.voters}
+        """Run ``plan`` for a batch of questions (no gradients); one :class:`RowTrace` per question."""
         with torch.no_grad():
-            self._run_nodes(plan, len(plan.nodes), questions, outputs, traces, finals, edge_log_probs)
-        for r, trace in enumerate(traces):
-            if plan.voters:
-                trace.final_text = self._vote([outputs[i].texts[r] for i in plan.voters])
-            else:
-                trace.final_text = outputs[-1].texts[r]
+            traces, _ = self.rollout(plan, questions, edge_log_probs=edge_log_probs)
         return traces
 
     def answer_nll(self, plan: Plan, questions: Sequence[str], targets: Sequence[str],
@@ -189,21 +191,62 @@ class GraphExecutor:
                    through_graph: bool = True) -> torch.Tensor:
         """Teacher-forced NLL ``[b]`` of ``targets`` at the (local) decision node, differentiable in the fuser.
 
-        The gold answer is scored after the decision node's prompt on its fused context, through the frozen
-        model. With ``through_graph`` every node runs with gradients, so the bias of every fused edge (and its
-        soft-edge term) gets one; otherwise only the decision node's inputs do, at a fraction of the memory.
+        See :meth:`rollout` (this is its scoring half, without decoding).
+        """
+        _, nll = self.rollout(plan, questions, targets, decode=False, edge_log_probs=edge_log_probs,
+                              through_graph=through_graph)
+        return nll
+
+    def rollout(self, plan: Plan, questions: Sequence[str], targets: Sequence[str] | None = None, *,
+                decode: bool = True, edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None,
+                through_graph: bool = False) -> tuple[list[RowTrace], torch.Tensor | None]:
+        """One pass over the plan that answers (``decode``) and/or scores gold ``targets``, sharing the work.
+
+        Every node before the decision runs once. At the decision node the prompt is prefilled once; the
+        teacher-forced NLL of each target continues that prefill (with gradients, so the fuser's bias and any
+        soft-edge term get one), and decoding continues the same prefill without gradients. When the decision
+        node is an API model (hybrid mode), the NLL is scored where the local model reads the fused latent
+        context: at the verbaliser, whose text is what the API model is then sent.
+
+        Args:
+            plan (Plan): what to run.
+            questions (Sequence[str]): one question per row.
+            targets (Sequence[str] | None): gold answer text per row to score; None scores nothing.
+            decode (bool): produce the answer text. Default is True.
+            edge_log_probs (dict | None): ``log p`` of the graph edge behind plan inputs ``(j, i)`` (a scalar or
+                ``[b]``), added to the fuser bias of that input (soft edges). Default is None.
+            through_graph (bool): run the nodes before the decision with gradients too (so the fuser biases of
+                every fused edge get one), at several times the memory. Default is False.
+
+        Returns:
+            tuple: ``(traces, nll [b] or None)``.
         """
         self._check(plan)
-        decision = plan.nodes[-1]
-        if decision.backend != "local":
-            raise ValueError("the gold-answer loss needs a local decision node")
         traces = [RowTrace() for _ in questions]
         outputs: list[_NodeOutput | None] = [None] * len(plan.nodes)
-        with torch.set_grad_enabled(through_graph):
-            self._run_nodes(plan, len(plan.nodes) - 1, questions, outputs, traces, set(), edge_log_probs)
-        ctx, bias, peers = self._gather(plan, len(plan.nodes) - 1, decision, len(questions), outputs, edge_log_probs)
-        prompts = self._prompts(decision, questions, peers, ctx.length > 0, final=True)
-        return self.engine.answer_nll(ctx, prompts, list(targets), bias)
+        last = len(plan.nodes) - 1
+        finals = {last, *plan.voters}
+        nll = None
+        if targets is None:
+            if decode:
+                self._run_nodes(plan, len(plan.nodes), questions, outputs, traces, finals, edge_log_probs)
+        else:
+            if len(targets) != len(questions):
+                raise ValueError(f"{len(targets)} targets for {len(questions)} questions")
+            if plan.voters:
+                raise ValueError("the gold-answer loss needs one decision node, not a majority vote")
+            if self.engine is None:
+                raise ValueError("the gold-answer loss needs the local model")
+            with torch.set_grad_enabled(torch.is_grad_enabled() and through_graph):
+                self._run_nodes(plan, last, questions, outputs, traces, finals, edge_log_probs)
+            outputs[last], nll = self._decide(plan, questions, outputs, traces, targets, decode, edge_log_probs)
+        if decode:
+            for r, trace in enumerate(traces):
+                if plan.voters:
+                    trace.final_text = self._vote([outputs[i].texts[r] for i in plan.voters])
+                else:
+                    trace.final_text = outputs[-1].texts[r]
+        return traces, nll
 
     # ------------------------------------------------------------------ nodes
     def _check(self, plan: Plan) -> None:
@@ -272,22 +315,68 @@ class GraphExecutor:
             for r, trace in enumerate(traces):
                 trace.prompt_tokens += n_prompt[k * b + r]
         if nodes[0].kind == "latent":
-            ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias)
+            steps: list[torch.Tensor] | None = [] if self.diagnostics else None
+            ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias, record=steps)
+            top = self.engine.top_tokens(steps) if steps else None  # [k * b rows][steps]
             received = [g[0].length for g in gathered]
             longest_prompt = [max(n_prompt[k * b:(k + 1) * b]) for k in range(len(group))]
             for k, i in enumerate(group):
                 own = unstack_context(ctx_l, k, b, received, longest_prompt) if len(group) > 1 else ctx_l
                 outputs[i] = _NodeOutput(message=own.message(plan.message, own_start=received[k]))
-                for trace in traces:
+                for r, trace in enumerate(traces):
                     trace.latent_steps += self.latent_steps
+                    if top is not None:
+                        trace.latent_top_tokens[nodes[k].label] = top[k * b + r]
             return
-        out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
-        for k, (i, node) in enumerate(zip(group, nodes)):
+        self._decode_group(plan, group, ctx_p, logits, bias, traces, outputs, finals)
+
+    def _decode_group(self, plan: Plan, group: list[int], ctx_p: KVMessage, logits: torch.Tensor, bias,
+                      traces: list[RowTrace], outputs: list[_NodeOutput | None], finals: set[int]) -> None:
+        """Decode the text nodes of ``group`` (node ``k`` owns rows ``k*b..``) from their prefilled prompts."""
+        b = len(traces)
+        with torch.no_grad():
+            out = self.engine.decode(ctx_p, logits.detach(), self.decode_cfg, bias, self.generator)
+        for k, i in enumerate(group):
             rows = range(k * b, (k + 1) * b)
             for r, trace in zip(rows, traces):
                 trace.completion_tokens += len(out.token_ids[r])
-                trace.node_texts[node.label] = out.texts[r]
+                trace.node_texts[plan.nodes[i].label] = out.texts[r]
+                if i in finals:  # an answering node: was its answer cut, did it want to stop at once?
+                    trace.truncated = trace.truncated or out.truncated[r]
+                    trace.judge_stop_prob = float(out.first_stop_prob[r])
             outputs[i] = _NodeOutput(texts=[out.texts[r] for r in rows])
+
+    def _decide(self, plan: Plan, questions: Sequence[str], outputs: list[_NodeOutput | None],
+                traces: list[RowTrace], targets: Sequence[str], decode: bool, edge_log_probs
+                ) -> tuple[_NodeOutput, torch.Tensor]:
+        """The decision node: score ``targets`` (teacher-forced NLL) and, if asked, answer, from one prefill."""
+        i = len(plan.nodes) - 1
+        node = plan.nodes[i]
+        ctx, bias, peers = self._gather(plan, i, node, len(questions), outputs, edge_log_probs)
+        has_latent = ctx is not None and ctx.length > 0
+        with torch.enable_grad():
+            if node.backend == "api":
+                if not has_latent:
+                    raise ValueError("an API decision node without latent inputs has nothing local to score")
+                # the API model is sent what the verbaliser writes: score the gold answer there
+                prompts = [render_chat(self.engine.tokenizer, verbalize_messages())] * len(questions)
+            else:
+                prompts = self._prompts(node, questions, peers, has_latent, True)
+            ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, prompts, bias)
+            nll = self.engine.continuation_nll(ctx_p, logits, list(targets), bias)
+        for r, trace in enumerate(traces):
+            trace.prompt_tokens += int(n_prompt[r])
+        if not decode:
+            return _NodeOutput(texts=[""] * len(questions)), nll
+        if node.backend == "api":
+            with torch.no_grad():
+                out = self.engine.decode(ctx_p, logits.detach(), self.verbalize_cfg, bias, self.generator)
+            for r, trace in enumerate(traces):
+                trace.completion_tokens += len(out.token_ids[r])
+            peers = [p + [(LATENT_TEAM, t)] for p, t in zip(peers, out.texts)]
+            return _NodeOutput(texts=self._call_api(node, questions, peers, True, traces)), nll
+        self._decode_group(plan, [i], ctx_p, logits, bias, traces, outputs, {i})
+        return outputs[i], nll
 
     def _run_api_node(self, plan: Plan, i: int, node: NodeSpec, questions: Sequence[str],
                       outputs: list[_NodeOutput | None], traces: list[RowTrace], final: bool,

@@ -135,31 +135,60 @@ def build_api(cfg: RunConfig):
 
 def build_team(cfg: RunConfig, num_layers: int, prompt_set=None):
     """The learned team of a graph method (policy + fuser) over the dataset's prompt set."""
-    from gcache.agents.team import Team
     from gcache.modules.embedding import SentenceEmbedder
+    from gcache.training.team import Team
 
     prompt_set = prompt_set if prompt_set is not None else load_prompt_set(cfg)
     agents = prompt_set.select_agents(cfg.agents)
     latent = get_method(cfg.method).latent  # the registry has refused latent methods in mode api
-    return Team(prompt_set, agents, SentenceEmbedder(cfg.embedder), num_layers=num_layers if latent else 0,
-                topology=cfg.topology, num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
-                temperature=cfg.gnn_temperature, seed=cfg.seed)
+    embedder = SentenceEmbedder(cfg.embedder)
+    # The initial weights depend on --seed only: an untrained team evaluates the same after a resume, and training
+    # starts from the team an untrained evaluation ran.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return Team(prompt_set, agents, embedder, num_layers=num_layers if latent else 0, topology=cfg.topology,
+                    num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
+                    soft_edges=cfg.soft_edges and latent, temperature=cfg.gnn_temperature, seed=cfg.seed)
 
 
-def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None) -> GraphExecutor:
+def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None,
+                   diagnostics: bool = False) -> GraphExecutor:
     decode = DecodeConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     return GraphExecutor(engine=engine, api=api, latent_steps=cfg.latent_steps, decode=decode, fuser=fuser,
-                         answer_instruction=task.answer_instruction, extract=task.extract, seed=cfg.seed)
+                         answer_instruction=task.answer_instruction, extract=task.extract, seed=cfg.seed,
+                         diagnostics=diagnostics)
 
 
-def plan_for(cfg: RunConfig, team, graph) -> tuple[Plan, dict]:
-    """The plan of one question: a fixed baseline, or the unrolled graph of a learned method."""
-    plan, edges = get_method(cfg.method).build_plan(cfg.mode, graph=graph,
-                                                    roles=team.roles if team is not None else None,
-                                                    message=cfg.message)
+def group_by_graph(draws: list) -> list[list[int]]:
+    """Indices of the draws that share a graph (a group runs as one batch); all together for a fixed baseline."""
+    groups: dict[str, list[int]] = {}
+    for i, draw in enumerate(draws):
+        key = repr(draw.graph.to_dict()) if draw is not None else ""
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def plan_for(cfg: RunConfig, team, draws: list | None = None) -> tuple[Plan, dict | None]:
+    """The plan of a group of questions that share a graph, and their soft-edge terms.
+
+    A fixed baseline has its own plan; a learned method unrolls the graph of its
+    :class:`~gcache.training.team.GraphDraw` s (all the same graph). Training and evaluation both build their
+    plans here, so they run the same graph with the same fuser bias.
+
+    Returns:
+        tuple: ``(plan, edge_log_probs)``; ``edge_log_probs[(j, i)]`` is ``[b]``, one ``log p`` per question for
+        the plan input ``j -> i``, or None without soft edges.
+    """
+    method = get_method(cfg.method)
+    graph = draws[0].graph if team is not None else None
+    plan, edge_index = method.build_plan(cfg.mode, graph=graph, roles=team.roles if team is not None else None,
+                                         message=cfg.message)
     if cfg.latent_steps == 0 and cfg.zero_latent_steps == "judge_alone":
-        plan, edges = judge_alone(plan), {}
-    return plan, edges
+        return judge_alone(plan), None
+    per_draw = [team.soft_edge_log_probs(d, edge_index) for d in draws] if team is not None else [None]
+    if per_draw[0] is None:
+        return plan, None
+    return plan, {key: torch.stack([terms[key] for terms in per_draw]) for key in per_draw[0]}  # [b] each
 
 
 def judge_alone(plan: Plan) -> Plan:
@@ -211,10 +240,11 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:
-    """Take the team-shaping settings from a checkpoint, so the saved weights fit the rebuilt team."""
+    """Take the team-shaping settings from a checkpoint, so the saved weights fit the rebuilt team (and the fuser
+    evaluates with the bias terms it was trained with, soft edges included)."""
     saved = ckpt["config"]
     for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset",
-                "gnn_temperature", "embedder"):
+                "gnn_temperature", "embedder", "soft_edges"):
         if key == "dataset" and cfg.data is not None:
             continue
         setattr(cfg, key, saved.get(key, getattr(cfg, key)))

@@ -22,12 +22,13 @@ import functools
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from gcache.agents.prompts import is_echo
 from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.distributed import Distributed, Shard
 from gcache.io import ResultStore, atomic_write_json, write_summary
@@ -36,10 +37,33 @@ from gcache.reasoning import ContextOverflowError
 from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
 from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
+from gcache.training.team import seeded_generator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvalRecipe"]
+__all__ = ["EvalRecipe", "diagnostics_summary"]
+
+
+def diagnostics_summary(records: list[dict], top: int = 10) -> dict:
+    """Sums of the per-question diagnostics: cut, empty and echoed answers, the answering agent's mean first-step
+    stop probability, and the tokens the LM head reads most often at latent steps (and at the last one)."""
+    diags = [r.get("diagnostics") or {} for r in records]
+    stop = [d["judge_stop_prob"] for d in diags if d.get("judge_stop_prob") is not None]
+    tokens: Counter = Counter()
+    last_tokens: Counter = Counter()
+    for d in diags:
+        for steps in (d.get("latent_top_tokens") or {}).values():
+            tokens.update(steps)
+            if steps:
+                last_tokens[steps[-1]] += 1
+    return {
+        "truncated": sum(bool(d.get("truncated")) for d in diags),
+        "empty": sum(bool(d.get("empty")) for d in diags),
+        "echoed": sum(bool(d.get("echoed")) for d in diags),
+        "judge_stop_prob_mean": sum(stop) / len(stop) if stop else None,
+        "latent_top_tokens": tokens.most_common(top),
+        "latent_last_step_tokens": last_tokens.most_common(top),
+    }
 
 
 class EvalRecipe:
@@ -81,6 +105,8 @@ class EvalRecipe:
             self.ckpt = None
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
+        if self.ckpt is not None:
+            self._refuse_trained_questions()
         prompt_set = C.load_prompt_set(cfg) if cfg.learned else None
         self.identity = cfg.identity(C.identity_facts(cfg, self.task))
         self._check_resume()
@@ -115,10 +141,20 @@ class EvalRecipe:
                                       f"{str(err).splitlines()[0]}") from None
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
-        self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser)
+        self.executor = C.build_executor(cfg, self.task, self.engine, self.api, fuser, diagnostics=True)
         if cfg.samples > 1 and cfg.temperature == 0:
             logger.warning("--samples %d with --temperature 0: greedy decoding gives %d identical samples",
                            cfg.samples, cfg.samples)
+
+    def _refuse_trained_questions(self) -> None:
+        """A checkpoint is never evaluated on the questions it was trained on."""
+        from gcache.recipes.train import question_hash
+
+        trained = set(self.ckpt.get("train_question_hashes", ()))
+        seen = [ex.id for ex in self.examples if question_hash(ex.question) in trained]
+        if seen:
+            raise ConfigError(f"{len(seen)} of the {len(self.examples)} questions to evaluate were training questions "
+                              f"of {self.cfg.checkpoint} (first: {seen[0]}); evaluate on held-out questions")
 
     def _check_resume(self) -> None:
         """Refuse to mix results of different experiments in one folder (a folder without results is free)."""
@@ -154,45 +190,44 @@ class EvalRecipe:
             logger.info("questions run per rank: %s", ran)
         return self.summary(write=self.is_main)
 
-    def _graphs(self, batch) -> list:
+    def _draws(self, batch) -> list:
+        """The graph of each question: the learned policy's seeded sample (``--eval-graph sample``, as G-Designer
+        evaluates) or its most probable DAG (``map``). A sample's random numbers depend on the seed only, the
+        same for every question, so a question's graph does not depend on its batch or on resuming, and
+        questions whose edge probabilities are alike draw the same graph and run together."""
         if self.team is None:
             return [None] * len(batch)
-        graphs = []
         with torch.no_grad():
-            for ex in batch:
-                graph, _, _ = self.team.graph_for(ex.question, deterministic=True)
-                graphs.append(graph)
-        return graphs
+            return [self.team.draw(ex.question, [seeded_generator(self.cfg.seed, "eval-graph")],
+                                   self.cfg.eval_graph)[0] for ex in batch]
 
     def _run_batch(self, batch) -> list[dict]:
         """Run a batch (each question ``--samples`` times); questions whose graphs differ run in separate groups
         (a batch shares one plan)."""
-        graphs = self._graphs(batch)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, g in enumerate(graphs):
-            groups[repr(g.to_dict()) if g is not None else ""].append(i)
+        draws = self._draws(batch)
         samples = self.cfg.samples
         traces: list[list] = [[] for _ in batch]
         seconds = [0.0] * len(batch)
-        for members in groups.values():
-            graph = graphs[members[0]]
-            plan, _ = C.plan_for(self.cfg, self.team, graph)
+        for members in C.group_by_graph(draws):
             rows = [i for i in members for _ in range(samples)]  # a question's samples are rows of one batch
-            for i, trace, per_question in self._run_rows(plan, batch, rows):
+            for i, trace, per_question in self._run_rows(draws, batch, rows):
                 traces[i].append(trace)
                 seconds[i] = per_question
-        return [self._record(ex, traces[i], seconds[i], graphs[i]) for i, ex in enumerate(batch)]
+        return [self._record(ex, traces[i], seconds[i], draws[i].graph if draws[i] is not None else None)
+                for i, ex in enumerate(batch)]
 
-    def _run_rows(self, plan, batch, rows: list[int]) -> list[tuple[int, object, float]]:
+    def _run_rows(self, draws, batch, rows: list[int]) -> list[tuple[int, object, float]]:
         """``(question, trace, seconds per question)`` per row; a question that does not fit is its own error.
 
-        When some rows do not fit the context, every row of their questions is recorded as that error and the
-        others run again as a batch of their own (a batch shares its padding, not its results).
+        The rows share one graph. When some rows do not fit the context, every row of their questions is recorded
+        as that error and the others run again as a batch of their own (a batch shares its padding, not its
+        results).
         """
+        plan, soft = C.plan_for(self.cfg, self.team, [draws[i] for i in rows])
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
-                outputs = self.executor.run(plan, [batch[i].question for i in rows])
+                outputs = self.executor.run(plan, [batch[i].question for i in rows], soft)
         except ContextOverflowError as err:
             why: dict[int, str] = {}
             for k in err.rows:
@@ -201,7 +236,7 @@ class EvalRecipe:
                 logger.warning("question %s %s", batch[i].id, message)
             failed = [(i, RowTrace(error=why[i]), 0.0) for i in rows if i in why]
             keep = [i for i in rows if i not in why]
-            return failed + (self._run_rows(plan, batch, keep) if keep else [])
+            return failed + (self._run_rows(draws, batch, keep) if keep else [])
         per_question = (time.perf_counter() - t0) / len(set(rows))
         return [(i, trace, per_question) for i, trace in zip(rows, outputs)]
 
@@ -245,6 +280,14 @@ class EvalRecipe:
                           api_sent=trace.api_sent)
             record["api_cost_usd"] = self.prices.cost(self.api.settings.model, record["api_prompt_tokens"],
                                                       record["api_completion_tokens"])
+        output = trace.final_text or ""
+        record["diagnostics"] = {
+            "truncated": trace.truncated,
+            "empty": trace.error is None and not output.strip(),
+            "echoed": is_echo(output, self.task.answer_instruction),
+            "judge_stop_prob": trace.judge_stop_prob,
+            "latent_top_tokens": trace.latent_top_tokens,
+        }
         if len(trace.node_texts) > 1:
             record["agent_outputs"] = trace.node_texts
         if graph is not None:
@@ -308,6 +351,8 @@ class EvalRecipe:
             "seeds": [cfg.seed],
             "latent": {"latent_steps": cfg.latent_steps, "realign": cfg.realign, "message": cfg.message,
                        "zero_latent_steps": cfg.zero_latent_steps if cfg.latent_steps == 0 else None},
+            "eval_graph": cfg.eval_graph if cfg.learned else None,
+            "diagnostics": diagnostics_summary(records),
             "config": cfg.to_dict(),
             "identity": self.identity,
             "provenance": provenance({"seed": cfg.seed}),

@@ -35,13 +35,13 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
     if team.policy is not None:
         task = C.build_task(cfg)
         questions = [ex.question for ex in task.load(data or cfg.data, split=cfg.split, limit=limit)]
-        probs = team.edge_probabilities(questions)
+        probs = team.mean_edge_probs(questions)
         temporal = probs.temporal if cfg.rounds > 1 else None
         names = [f"{a}#{i}" for i, a in enumerate(team.agents)]
         written.append(plot_topology(probs.spatial, temporal, names, out_dir / "topology.png"))
     if ckpt.get("history"):
         written.append(plot_training_curves(ckpt["history"], out_dir / "training_curves.png",
-                                            keys=("loss", "reward", "answer_nll")))
+                                            keys=("reward", "answer_nll", "reinforce_loss", "accuracy")))
     return [Path(p) for p in written]
 
 

@@ -1,15 +1,24 @@
 """``gcache train``: learn a graph method's topology model and CacheFuser from task results, LLMs frozen.
 
-Per step, for a batch of training questions:
+Per step, for a batch of ``--batch-size`` training questions:
 
-* topology (REINFORCE): sample K graphs per question, run them, utility U = 1 if correct;
-  loss = -(U - b) · log π(G), with b a moving average (``--baseline ma``), the mean of the K samples
-  (``--samples-per-question K > 1``), or none (the seed's plain ``-log π · U``, ``--baseline none``);
-* fuser (gcache, local decision): the teacher-forced NLL of the gold answer at the decision node, through the
-  frozen model into the gates and edge weights (and with ``--soft-edges`` into the GNN via ``log p(edge)``).
+* draw ``K = --samples-per-question`` graphs per question from one GNN pass. Draw ``k`` of every question uses
+  the same random numbers (common random numbers), so questions with alike edge probabilities draw the same
+  graph; questions that share a graph run as one batch through the team;
+* one pass per group runs the team, prefills the decision node once, scores the gold answer there
+  (teacher-forced, through the frozen model, with gradients into the fuser) and, when the utility needs it,
+  decodes the answer from the same prefill;
+* topology (REINFORCE): ``loss = -(U - b) · log π(G)`` with utility ``U`` (``--utility``: the gold answer's
+  mean token log-likelihood, dense, so graphs are told apart even when none answers right; correctness; or both)
+  and baseline ``b`` (``--baseline``: mean of the question's other K - 1 graphs, a moving average, or none);
+* fuser (gcache): the same pass's gold-answer NLL (``--fuser-loss-weight``). With ``--soft-edges`` the fuser bias
+  carries ``log p(edge)`` in every pass, training and evaluation alike, so this loss reaches the GNN too. In
+  hybrid mode the API model cannot be differentiated: the NLL is scored where the local model reads the fused
+  latent context, the verbaliser whose text the API model is sent.
 
-A checkpoint (``OUT/checkpoint.pt``: weights, optimizer, baseline, RNG, history) is written atomically after
-every step, so a killed run restarts from its last finished step when the same command is run again.
+Training reads training questions only: the checkpoint records a hash of each, and ``gcache eval --checkpoint``
+refuses test questions that were trained on. A checkpoint (``OUT/checkpoint.pt``: weights, optimizer, baseline,
+history) is written atomically after every step, so a killed run restarts from its last finished step.
 
     gcache train --method gcache --dataset gsm8k --data ../shared/data/gsm8k/train.jsonl --limit 40 \\
         --model smollm2 --batch-size 4 --steps 10 --out runs/train
@@ -17,24 +26,28 @@ every step, so a killed run restarts from its last finished step when the same c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from gcache.agents.team import soft_edge_log_probs
 from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.io import atomic_torch_save, atomic_write_json
 from gcache.io.metric_logging import build_metric_logger
-from gcache.methods import get_method
-from gcache.modules.topology import MovingAverageBaseline, group_mean_baseline, reinforce_loss
+from gcache.reasoning import ContextOverflowError
+from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
+from gcache.training.reinforce import MovingAverageBaseline, reinforce_loss
+from gcache.training.team import GraphDraw, seeded_generator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainRecipe", "answer_target"]
+__all__ = ["Outcome", "TrainRecipe", "answer_target", "question_hash"]
 
 
 def answer_target(task, example) -> str:
@@ -44,10 +57,49 @@ def answer_target(task, example) -> str:
     return f"The final answer is \\boxed{{{example.answer}}}."
 
 
-class TrainRecipe:
-    """Train ``gdesigner`` (text graph) or ``gcache`` (latent graph + fuser). ``setup()``, ``train()``."""
+def question_hash(question: str) -> str:
+    """Whitespace-insensitive hash of a question (what checkpoints record of their training questions)."""
+    return hashlib.sha256(" ".join(question.split()).encode()).hexdigest()[:16]
 
-    def __init__(self, cfg: RunConfig, utility_fn=None) -> None:
+
+@dataclass
+class Outcome:
+    """What one drawn graph earned on one question: the input of a utility function.
+
+    Attributes:
+        example: the training question.
+        draw (GraphDraw): the graph that ran.
+        trace (RowTrace): what happened (text only when the utility needs decoding).
+        correct (bool | None): the answer was right (None when nothing was decoded).
+        loglik (float | None): the gold answer's mean token log-likelihood at the decision node.
+    """
+
+    example: object
+    draw: GraphDraw
+    trace: RowTrace
+    correct: bool | None
+    loglik: float | None
+
+
+def utility_of(name: str) -> Callable[[Outcome], float]:
+    """The utility function named by ``--utility``."""
+    if name == "loglik":
+        return lambda o: o.loglik
+    if name == "correct":
+        return lambda o: float(o.correct)
+    return lambda o: float(o.correct) + o.loglik
+
+
+class TrainRecipe:
+    """Train ``gdesigner`` (text graph) or ``gcache`` (latent graph + fuser). ``setup()``, ``train()``.
+
+    Args:
+        cfg (RunConfig): the run.
+        utility_fn (Callable[[Outcome], float] | None): replaces ``--utility`` (tests reward a known graph with
+            it). Default is None.
+    """
+
+    def __init__(self, cfg: RunConfig, utility_fn: Callable[[Outcome], float] | None = None) -> None:
         if not cfg.learned:
             raise ConfigError(f"gcache train learns graphs: --method must be gdesigner or gcache, not {cfg.method}")
         if cfg.out is None:
@@ -55,19 +107,28 @@ class TrainRecipe:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.checkpoint_path = self.out / C.CHECKPOINT_NAME
-        # utility_fn(example, trace, scored) -> float; default 1.0 if correct (tests may inject a synthetic one)
-        self.utility_fn = utility_fn or (lambda ex, trace, scored: float(scored["correct"]))
+        self.utility_fn = utility_fn or utility_of(cfg.utility)
+        self.needs_text = utility_fn is not None or "correct" in cfg.utility
 
     def setup(self) -> None:
         """Check everything the user gave (files, folders, settings, resume state), then load the model."""
         cfg = self.cfg
         C.prepare_out(self.out)
         self.task = C.build_task(cfg)
+        if cfg.split == "test" and "train" in self.task.splits:
+            raise ConfigError(f"training reads training questions only: {cfg.dataset} has a train split, use "
+                              f"--split train (and evaluate on test)")
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
         prompt_set = C.load_prompt_set(cfg)
+        if cfg.split == "test":
+            logger.warning("%s has no train split: training on its test questions; gcache eval --checkpoint will "
+                           "refuse to evaluate any question trained on", cfg.dataset)
         self.identity = cfg.identity(C.identity_facts(cfg, self.task), training=True)
         # Checked before any model loads: a checkpoint of another run is refused at once.
         resume = self._read_checkpoint() if self.checkpoint_path.is_file() else None
+        if not C.needs_local_model(cfg) and not self.needs_text:
+            raise ConfigError(f"--utility {cfg.utility} scores the gold answer with the local model, which --mode api "
+                              f"has not got: use --utility correct")
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
         if C.needs_local_model(cfg):
             C.check_model(cfg)
@@ -79,15 +140,18 @@ class TrainRecipe:
         if self.team.policy is not None:
             for name, p in self.team.policy.gnn.named_parameters():
                 p.requires_grad_(cfg.optimize_temporal if name.startswith("temporal") else cfg.optimize_spatial)
-        self.params = [p for p in self.team.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        fuser = list(self.team.fuser.parameters()) if self.team.fuser is not None else []
+        policy = [p for p in self.team.policy.parameters() if p.requires_grad] if self.team.policy is not None else []
+        groups = [{"params": policy, "lr": cfg.lr}, {"params": fuser, "lr": cfg.fuser_lr}]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
         self.baseline = MovingAverageBaseline()
-        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict] = []
         self.metric_logger = build_metric_logger(self.out / "tensorboard", enabled=cfg.tensorboard)
-        self.fuser_loss = (get_method(cfg.method).latent and self.team.fuser is not None and cfg.mode == "local"
-                           and cfg.fuser_loss_weight > 0)
+        self.fuser_loss = self.team.fuser is not None and cfg.fuser_loss_weight > 0
+        if self.fuser_loss and cfg.mode == "hybrid":
+            logger.info("hybrid mode: the fuser trains on the local verbaliser's NLL of the gold answer (the text "
+                        "the API model is sent), not on the API model itself, which cannot be differentiated")
         if resume is not None:
             self._restore(resume)
 
@@ -98,12 +162,12 @@ class TrainRecipe:
             "team": self.team.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "baseline": self.baseline.state_dict(),
-            "generator": self.generator.get_state(),
             "history": self.history,
             "config": self.cfg.to_dict(),
             "identity": self.identity,
             "agents": list(self.team.agents),
             "role_names": list(self.team.prompt_set.role_names),
+            "train_question_hashes": sorted({question_hash(ex.question) for ex in self.examples}),
         }
 
     def _read_checkpoint(self) -> dict:
@@ -115,7 +179,6 @@ class TrainRecipe:
         self.team.load_state_dict(state["team"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline.load_state_dict(state["baseline"])
-        self.generator.set_state(state["generator"])
         self.step = state["step"]
         self.history = state["history"]
         logger.info("resuming from %s at step %d", self.checkpoint_path, self.step)
@@ -129,59 +192,87 @@ class TrainRecipe:
         n, bs = len(self.examples), self.cfg.batch_size
         return [self.examples[(step * bs + i) % n] for i in range(min(bs, n))]
 
+    def draw_graphs(self, batch, step: int) -> list[list[GraphDraw]]:
+        """``K`` graphs per question; draw ``k`` of every question uses the same random numbers."""
+        k = self.cfg.samples_per_question
+        return [self.team.draw(ex.question, [seeded_generator(self.cfg.seed, "train", step, i) for i in range(k)])
+                for ex in batch]
+
+    def _rollout(self, group: list[tuple[int, int]], draws, batch, targets: list[str] | None):
+        """Run one graph's rows ``(question, draw)``; a question whose prompt does not fit the context is dropped
+        from the step (logged), and the rest run again. Returns ``(rows run, traces, nll or None)``."""
+        cfg = self.cfg
+        while group:
+            plan, soft = C.plan_for(cfg, self.team, [draws[q][k] for q, k in group])
+            try:
+                with torch.set_grad_enabled(self.fuser_loss):
+                    traces, nll = self.executor.rollout(
+                        plan, [batch[q].question for q, _ in group],
+                        [targets[q] for q, _ in group] if targets is not None else None,
+                        decode=self.needs_text, edge_log_probs=soft, through_graph=cfg.fuser_grad == "graph")
+                return group, traces, nll, soft
+            except ContextOverflowError as err:
+                dropped = {group[r][0] for r in err.rows}
+                for q in dropped:
+                    logger.warning("training question %s skipped this step: %s", batch[q].id,
+                                   err.row_message(next(r for r in err.rows if group[r][0] == q)))
+                group = [(q, k) for q, k in group if q not in dropped]
+        return [], [], None, None
+
     def train_step(self, batch) -> dict:
         """One optimisation step over ``batch``; returns its log entry."""
         cfg = self.cfg
         self.team.train()
-        log_probs, utilities, nll_terms, errors = [], [], [], 0
-        baselines = []
-        for ex in batch:
-            sample_lp, sample_u = [], []
-            for graph, log_prob, probs in self.team.sample_graphs(ex.question, cfg.samples_per_question,
-                                                                  self.generator):
-                plan, edge_index = C.plan_for(cfg, self.team, graph)
-                with torch.no_grad():
-                    trace = self.executor.run(plan, [ex.question])[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        draws = self.draw_graphs(batch, self.step)
+        rows = [(q, k) for q in range(len(batch)) for k in range(len(draws[q]))]
+        needs_nll = self.fuser_loss or cfg.utility != "correct" and self.engine is not None
+        targets = [answer_target(self.task, ex) for ex in batch] if needs_nll else None
+        outcomes: dict[tuple[int, int], Outcome] = {}
+        nll_sum, errors = 0.0, 0
+        for members in C.group_by_graph([draws[q][k] for q, k in rows]):
+            group, traces, nll, soft = self._rollout([rows[m] for m in members], draws, batch, targets)
+            if nll is not None and nll.requires_grad:
+                # backward per group: the frozen model's activations are freed before the next group runs
+                (cfg.fuser_loss_weight * nll.sum() / len(rows)).backward(retain_graph=soft is not None)
+            for (q, k), trace, row_nll in zip(group, traces, nll.tolist() if nll is not None else [None] * len(group)):
+                correct = None
+                if self.needs_text:
+                    correct = trace.error is None and bool(self.task.score(trace.final_text or "", batch[q])["correct"])
                 errors += trace.error is not None
-                scored = self.task.score(trace.final_text or "", ex)
-                sample_u.append(self.utility_fn(ex, trace, scored))
-                if log_prob is not None:
-                    sample_lp.append(log_prob)
-                if self.fuser_loss:
-                    soft = None
-                    if cfg.soft_edges and probs is not None:
-                        soft = soft_edge_log_probs(probs, edge_index)
-                    nll = self.executor.answer_nll(plan, [ex.question], [answer_target(self.task, ex)], soft)
-                    nll_terms.append(nll.mean())
-            utilities.extend(sample_u)
-            log_probs.extend(sample_lp)
-            if cfg.samples_per_question > 1:
-                baselines.append(group_mean_baseline(sample_u))
-        loss = torch.zeros(())
+                outcomes[(q, k)] = Outcome(batch[q], draws[q][k], trace, correct,
+                                           None if row_nll is None else -row_nll)
+                nll_sum += row_nll or 0.0
+        # questions with every draw run (a question that did not fit the context has none)
+        kept = [q for q in range(len(batch)) if all((q, k) in outcomes for k in range(len(draws[q])))]
+        if not kept:
+            raise ConfigError(f"no question of training step {self.step + 1} fits the model's context")
+        utilities = torch.tensor([[self.utility_fn(outcomes[(q, k)]) for k in range(len(draws[q]))]
+                                  for q in kept])  # [B', K]
         reinforce = torch.zeros(())
-        if log_probs:
+        if self.team.policy is not None:
+            log_probs = torch.stack([torch.stack([d.log_prob for d in draws[q]]) for q in kept])  # [B', K]
             if cfg.baseline == "none":
                 b = None
-            elif baselines:
-                b = torch.cat(baselines)
+            elif cfg.baseline == "group":  # leave-one-out mean of the question's other graphs
+                b = (utilities.sum(dim=1, keepdim=True) - utilities) / (utilities.shape[1] - 1)
             else:
-                b = self.baseline.value
-            reinforce = reinforce_loss(torch.stack(log_probs), utilities, b)
-            loss = loss + reinforce
-        nll_mean = torch.stack(nll_terms).mean() if nll_terms else torch.zeros(())
-        loss = loss + cfg.fuser_loss_weight * nll_mean
-        self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            self.optimizer.step()
-        self.baseline.update(utilities)
+                b = torch.full_like(utilities, self.baseline.value)
+            reinforce = reinforce_loss(log_probs.flatten(), utilities.flatten(), None if b is None else b.flatten())
+            if reinforce.requires_grad:
+                reinforce.backward()
+        self.optimizer.step()
+        self.baseline.update(utilities.flatten().tolist())
+        correct = [o.correct for o in outcomes.values() if o.correct is not None]
         return {
             "step": self.step + 1,
-            "loss": loss.item(),
             "reinforce_loss": reinforce.item(),
-            "answer_nll": nll_mean.item(),
-            "reward": sum(utilities) / len(utilities),
+            "answer_nll": nll_sum / len(outcomes) if needs_nll else None,
+            "reward": float(utilities.mean()),
+            "accuracy": sum(correct) / len(correct) if correct else None,
             "baseline": self.baseline.value,
+            "graphs": len({repr(o.draw.graph.to_dict()) for o in outcomes.values()}),
+            "skipped": len(batch) - len(kept),
             "errors": errors,
         }
 
@@ -196,7 +287,7 @@ class TrainRecipe:
                 self.step += 1
                 self._save_checkpoint()
                 self.metric_logger.log_dict(entry, step=entry["step"])  # after the checkpoint: a resume logs no step twice
-                bar.set_postfix(reward=f"{entry['reward']:.2f}", nll=f"{entry['answer_nll']:.3f}")
+                bar.set_postfix(reward=f"{entry['reward']:.3f}", graphs=entry["graphs"])
                 bar.update(1)
         return {"steps": self.step, "checkpoint": str(self.checkpoint_path),
                 "last": self.history[-1] if self.history else None}

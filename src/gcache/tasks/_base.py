@@ -307,7 +307,9 @@ class NumberTask(Task):
 
     domain = "math"
     answer_kind = "number"
-    answer_instruction = "End your response with the final answer as \\boxed{NUMBER}."
+    # No placeholder word (here and in the other answer kinds): a small judge copied "\\boxed{NUMBER}" verbatim
+    # as its answer.
+    answer_instruction = "Write the final answer, a single number, inside \\boxed{} at the very end."
     prompt_set = "gsm8k"
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:
@@ -322,7 +324,7 @@ class MultipleChoiceTask(Task):
 
     domain = "knowledge"
     answer_kind = "letter"
-    answer_instruction = "End your response with the letter of the correct option as \\boxed{LETTER}."
+    answer_instruction = "Write the letter of the correct option inside \\boxed{} at the very end."
     prompt_set = "mmlu"
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:
@@ -342,7 +344,7 @@ class MathExpressionTask(Task):
 
     domain = "math"
     answer_kind = "math"
-    answer_instruction = "End your response with the final answer in simplest form as \\boxed{ANSWER}."
+    answer_instruction = "Write the final answer, in simplest form, inside \\boxed{} at the very end."
     prompt_set = "gsm8k"
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:

@@ -13,7 +13,7 @@ __all__ = ["AIME2024", "AIME2025"]
 
 
 class _AIME(NumberTask):
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     splits = ("train",)
     default_split = "train"  # the only split: all 30 problems
 

@@ -19,7 +19,7 @@ class AQuA(MultipleChoiceTask):
     """AQuA-RAT. Ids are ``aqua-<split>-<index>``. A math task answered with a letter (G-Designer's AQuA)."""
 
     name = "aqua"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     domain = "math"
     prompt_set = "gsm8k"
     hub_name = "deepmind/aqua_rat"

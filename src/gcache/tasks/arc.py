@@ -16,7 +16,7 @@ _NUMERIC_LABELS = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "E"}
 
 
 class _ARC(MultipleChoiceTask):
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "allenai/ai2_arc"
     splits = ("train", "validation", "test")
 

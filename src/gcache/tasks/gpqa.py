@@ -29,7 +29,7 @@ class GPQADiamond(MultipleChoiceTask):
     """GPQA Diamond. Ids are ``gpqa_diamond-<split>-<index>`` (``gpqa_diamond-<Record ID>`` when there is one)."""
 
     name = "gpqa_diamond"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "fingertap/GPQA-Diamond"
     splits = ("test", "train")
 

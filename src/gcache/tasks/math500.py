@@ -15,7 +15,7 @@ class MATH500(MathExpressionTask):
     """MATH-500. Ids are ``math500-<unique_id>`` (e.g. ``math500-test/precalculus/807.json``)."""
 
     name = "math500"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "HuggingFaceH4/MATH-500"
 
     def resolve_path(self, path, split):

@@ -23,7 +23,7 @@ class MedQA(MultipleChoiceTask):
     """MedQA. Ids are ``medqa-<split>-<index>``."""
 
     name = "medqa"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "GBaker/MedQA-USMLE-4-options"
     splits = ("train", "test")
 

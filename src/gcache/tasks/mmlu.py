@@ -26,7 +26,7 @@ class MMLU(MultipleChoiceTask):
     """MMLU. Ids are ``mmlu-<split>-<index>``; ``meta["subject"]`` names the subject."""
 
     name = "mmlu"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "cais/mmlu"
     hub_config = "all"
     splits = ("test", "validation", "dev", "auxiliary_train")

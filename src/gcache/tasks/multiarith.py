@@ -16,7 +16,7 @@ class MultiArith(NumberTask):
     """MultiArith. Ids are ``multiarith-<split>-<index>``."""
 
     name = "multiarith"
-    version = 1
+    version = 2  # 2: answer instruction without a placeholder word
     hub_name = "ChilleD/MultiArith"
     splits = ("train", "test")
 

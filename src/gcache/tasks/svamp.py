@@ -27,7 +27,7 @@ class SVAMP(NumberTask):
     """
 
     name = "svamp"
-    version = 2  # 2: strict and flexible scores reported side by side
+    version = 3  # 2: strict and flexible scores side by side; 3: answer instruction without a placeholder word
     hub_name = "ChilleD/SVAMP"
     splits = ("train", "test")
 
