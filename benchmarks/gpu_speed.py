@@ -312,7 +312,7 @@ def cpu_line(args) -> dict:
     kv = lambda: torch.randn(b, eager.n_kv, s, eager.head_dim, generator=gen)  # noqa: E731
     ctx = KVMessage(keys=tuple(kv() for _ in range(eager.num_layers)), values=tuple(kv() for _ in range(eager.num_layers)),
                     valid=torch.ones(b, s, dtype=torch.bool), positions=torch.arange(s).expand(b, s).clone(),
-                    kinds=torch.full((s,), int(SlotKind.PROMPT)))
+                    kinds=torch.full((b, s), int(SlotKind.PROMPT)))
     h = torch.randn(b, model.config.hidden_size, generator=gen)
     steps = args.cpu_steps
     with torch.no_grad():

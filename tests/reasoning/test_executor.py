@@ -176,3 +176,36 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
     torch.optim.Adam(fuser.parameters(), lr=0.1).step()
     assert all(not torch.equal(a, p) for a, p in zip(fuser_before, fuser.parameters()))
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_hybrid_decision_trains_the_fuser_through_the_verbaliser(engine, tmp_path):
+    """An API decision node cannot be differentiated: the gold answer is scored where the local model reads the
+    fused latent context, after the verbaliser's prompt (the text the API model would be sent), and the fuser
+    gets a gradient. The API itself is never called when nothing is decoded."""
+    from gcache.agents.prompts import verbalize_messages
+    from gcache.api import ApiSettings, ChatClient
+    from gcache.reasoning import render_chat
+
+    api = ChatClient(ApiSettings.resolve(api_key="never-sent", base_url="http://127.0.0.1:9/v1", model="m",
+                                         env_file=tmp_path / "none.env"))
+    planner = SEQUENTIAL[0]
+    plan, _ = plan_from_graph(preset_graph("chain", [planner.name]), {planner.name: planner}, kind="latent",
+                              mode="hybrid", decision_role=DECISION_MAKER)
+    assert plan.nodes[-1].backend == "api"
+    fuser = CacheFuser(engine.num_layers, [planner.name, DECISION_MAKER.name])
+    with torch.no_grad():
+        fuser.kind_logits.copy_(torch.linspace(-2.0, 1.0, fuser.kind_logits.numel()).reshape(fuser.kind_logits.shape))
+    ex = GraphExecutor(engine=engine, api=api, latent_steps=2, fuser=fuser, answer_instruction=INSTRUCTION)
+    nll = ex.answer_nll(plan, QUESTIONS[:2], TARGETS[:2])
+    nll.sum().backward()
+    assert bool((fuser.kind_logits.grad[:, :2] != 0).all())
+
+    # the same number from the engine's own steps: the planner thinks, the verbaliser reads its fused message
+    with torch.no_grad():
+        prompts = ex._prompts(plan.nodes[0], QUESTIONS[:2], [[], []], False, False)
+        ctx, hidden, _, _ = engine.prefill(engine.empty_context(2), prompts)
+        ctx, _ = engine.think(ctx, hidden, 2)
+        fused, bias = fuser([ctx], [planner.name], DECISION_MAKER.name)
+        verbalize = [render_chat(engine.tokenizer, verbalize_messages())] * 2
+        expected = engine.answer_nll(fused, verbalize, TARGETS[:2], bias)
+    torch.testing.assert_close(nll.detach(), expected, rtol=1e-5, atol=1e-6)

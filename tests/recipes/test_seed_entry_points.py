@@ -15,6 +15,7 @@ from gcache.recipes.seed import translate
 
 ROOT = Path(__file__).parents[2]
 TINY = str(ROOT / "tests" / "assets" / "tiny_gsm8k.jsonl")
+TINY_TRAIN = str(ROOT / "tests" / "assets" / "tiny_gsm8k_train.jsonl")
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +28,29 @@ def test_flags_translate_to_train_then_eval():
     assert train["method"] == "gcache" and train["split"] == "train"
     for key, value in [("model", "Qwen/Qwen3-1.7B"), ("device", "cuda"), ("steps", 3), ("agents", 3),
                        ("rounds", 2), ("lr", 0.05), ("latent_steps", 8), ("batch_size", 2),
-                       ("topology", "learned"), ("data", "d.jsonl"), ("mode", "local"),
+                       ("topology", "learned"), ("mode", "local"),
                        ("optimize_spatial", True), ("optimize_temporal", False)]:
         assert train[key] == value, key
+    # the seed trained on the file it evaluated; now training takes the hub's train split when nothing is beside it
+    assert train["data"] is None and evaluate["data"] == "d.jsonl" and evaluate["split"] == "test"
     assert evaluate["checkpoint"] == str(Path("o") / "train") and evaluate["out"] == str(Path("o") / "eval")
     # no --use_cache: agents pass text; a fixed graph mode and no training
     train, evaluate = translate(["--llm_name", "smollm2", "--mode", "Chain"], api=False)
     assert train is None and evaluate["method"] == "gdesigner" and evaluate["topology"] == "chain"
+
+
+def test_training_never_reads_the_evaluated_file(tmp_path):
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    flags = ["--use_cache", "--optimized_spatial", "--num_iterations", "1"]
+    train, evaluate = translate([*flags, "--dataset_json", str(tmp_path / "test.jsonl")], api=False)
+    assert train["data"] == str(tmp_path / "train.jsonl") and evaluate["data"] == str(tmp_path / "test.jsonl")
+    train, evaluate = translate([*flags, "--dataset_json", str(tmp_path)], api=False)  # a folder: its two splits
+    assert (train["data"], train["split"]) == (str(tmp_path), "train")
+    assert (evaluate["data"], evaluate["split"]) == (str(tmp_path), "test")
+    train, evaluate = translate([*flags, "--train_json", "a.jsonl", "--test_json", "b.jsonl"], api=False)
+    assert train["data"] == "a.jsonl" and evaluate["data"] == "b.jsonl"
+    assert "lr" not in train  # gcache's topology learning rate, not the seed's collapsing 0.1
 
 
 @pytest.mark.parametrize("llm, mode, method", [("hybrid_cache", "hybrid", "gcache"), ("local_cache", "local_cache", "gcache"),
@@ -61,7 +78,8 @@ def _run(script: str, args: list[str], env: dict | None = None) -> subprocess.Co
 
 def test_run_gsm8k_cache_trains_then_evaluates(tmp_path):
     proc = _run("run_gsm8k_cache.py", ["--llm_name", "tiny-random-qwen3", "--use_cache", "--device", "cpu",
-                                       "--dataset_json", TINY, "--limit", "2", "--agent_nums", "2",
+                                       "--dataset_json", TINY, "--train_json", TINY_TRAIN, "--limit", "2",
+                                       "--agent_nums", "2",
                                        "--optimized_spatial", "--num_iterations", "1", "--batch_size", "1",
                                        "--max_new_tokens", "4", "--latent_steps", "1", "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]

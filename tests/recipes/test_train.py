@@ -96,7 +96,8 @@ def test_eval_from_checkpoint_and_plot(tmp_path):
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     history = json.loads((out / "history.json").read_text())
-    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, pytest.approx(history[0]["loss"]))]
+    for key in ("reward", "answer_nll", "reinforce_loss"):
+        assert [(e.step, e.value) for e in events.Scalars(key)] == [(1, pytest.approx(history[0][key]))]
     assert main(["plot", str(out), "--data", TINY, "--limit", "2"]) == 0
     for name in ("topology.png", "training_curves.png"):
         png = out / name

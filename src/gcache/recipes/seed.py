@@ -14,7 +14,13 @@ Seed flag -> gcache:
   ``--optimized_spatial`` the graph is learned.
 * ``--agent_nums``, ``--num_rounds``, ``--batch_size``, ``--lr``, ``--latent_steps``: the same settings.
 * ``--num_iterations N``: N training steps before evaluation (0: evaluate only).
-* ``--dataset_json PATH``: the GSM8K file (JSONL); without it the hub's ``openai/gsm8k``.
+* ``--dataset_json PATH``: the GSM8K file (JSONL) evaluated on (or a folder with ``train.jsonl`` and
+  ``test.jsonl``); without it the hub's ``openai/gsm8k``. ``--test_json`` names the evaluation file instead.
+* Training never reads the evaluated questions (the seed trained on the very file it then evaluated): it reads
+  ``--train_json``, else the ``train.jsonl`` beside the evaluated file (or in its folder), else the hub's train
+  split, and says which. ``gcache eval`` then refuses any question the checkpoint was trained on.
+* ``--lr``: the topology learning rate; the default is gcache's (0.003), since the seed's 0.1 collapses every edge
+  of MiniLM-featured roles within a few steps.
 """
 
 from __future__ import annotations
@@ -55,11 +61,17 @@ def _parser(api: bool) -> argparse.ArgumentParser:
     p.add_argument("--num_iterations", type=_non_negative_int, default=10,
                    help="training steps before evaluation (0: evaluate only)")
     p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=None, help="topology learning rate (default gcache's, 0.003)")
     p.add_argument("--latent_steps", type=int, default=4)
     p.add_argument("--optimized_spatial", action="store_true")
     p.add_argument("--optimized_temporal", action="store_true")
-    p.add_argument("--dataset_json", default=None, help="GSM8K JSONL file (default: the hub's openai/gsm8k)")
+    p.add_argument("--dataset_json", default=None,
+                   help="GSM8K JSONL file to evaluate, or a folder with train.jsonl and test.jsonl "
+                        "(default: the hub's openai/gsm8k)")
+    p.add_argument("--test_json", default=None, help="GSM8K JSONL file to evaluate (overrides --dataset_json)")
+    p.add_argument("--train_json", default=None,
+                   help="GSM8K JSONL file of training questions (default: train.jsonl beside the evaluated file, "
+                        "else the hub's train split)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--out", default=None, help="output folder (default runs/<script>-<llm_name>)")
@@ -98,23 +110,43 @@ def translate(argv: list[str] | None, api: bool) -> tuple[dict[str, Any] | None,
     topology = "learned" if learned else SEED_GRAPH_MODES[args.mode]
     script = Path(prog).stem
     out = Path(args.out or Path("runs") / f"{script}-{args.llm_name.replace('/', '_')}")
+    test_data = args.test_json or args.dataset_json
+    train_data = _training_file(args.train_json, test_data)
     common: dict[str, Any] = {
         "method": "gcache" if use_cache else "gdesigner", "dataset": "gsm8k", "model": model,
         "device": args.device, "mode": mode, "agents": 1 if args.mode == "DirectAnswer" else args.agent_nums,
         "rounds": max(args.num_rounds, 2) if topology == "debate" else args.num_rounds, "topology": topology,
         "decision": "direct" if args.mode == "DirectAnswer" else "refer", "batch_size": args.batch_size,
-        "latent_steps": args.latent_steps, "max_new_tokens": args.max_new_tokens, "data": args.dataset_json,
+        "latent_steps": args.latent_steps, "max_new_tokens": args.max_new_tokens,
     }
     if api_model is not None:
         common["api_model"] = api_model
     train = None
     if learned and args.num_iterations > 0:
-        train = {**common, "steps": args.num_iterations, "lr": args.lr, "out": str(out / "train"),
+        train = {**common, "steps": args.num_iterations, "out": str(out / "train"), "data": train_data,
                  "split": "train", "optimize_spatial": args.optimized_spatial, "optimize_temporal": args.optimized_temporal}
-    evaluate = {**common, "out": str(out / "eval"), "limit": args.limit}
+        if args.lr is not None:
+            train["lr"] = args.lr
+        logger.info("training on %s, evaluating on %s (never the same questions)",
+                    train_data or "the hub's openai/gsm8k train split", test_data or "the hub's openai/gsm8k test split")
+    evaluate = {**common, "out": str(out / "eval"), "limit": args.limit, "data": test_data, "split": "test"}
     if train is not None:
         evaluate["checkpoint"] = str(out / "train")
     return train, evaluate
+
+
+def _training_file(train_json: str | None, test_data: str | None) -> str | None:
+    """Where the seed scripts train: ``--train_json``, else the ``train.jsonl`` beside (or in) the evaluated data,
+    else None (the hub's train split)."""
+    if train_json is not None:
+        return train_json
+    if test_data is None:
+        return None
+    path = Path(test_data)
+    if path.is_dir():
+        return str(path)  # the task reads <folder>/train.jsonl for split "train"
+    sibling = path.parent / "train.jsonl"
+    return str(sibling) if sibling.is_file() and sibling.resolve() != path.resolve() else None
 
 
 def seed_main(argv: list[str] | None = None, *, api: bool = False) -> int:
