@@ -155,6 +155,7 @@ class Distributed:
         self.device = f"cuda:{self.world.local_rank}" if device == "cuda" and self.world.size > 1 else device
         self.backend = "nccl" if self.device.startswith("cuda") else "gloo"
         self._owns_group = False
+        self._previous_sigterm = None
 
     @property
     def enabled(self) -> bool:
@@ -172,7 +173,7 @@ class Distributed:
         torch.distributed.init_process_group(self.backend, timeout=self.timeout)
         self._owns_group = True
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _interrupt)
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
         logger.info("rank %d of %d (%s, %s)", self.world.rank, self.world.size, self.backend, self.device)
 
     def gather(self, obj: Any, what: str = "the end of the run") -> list[Any]:
@@ -218,6 +219,9 @@ class Distributed:
         if self._owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         self._owns_group = False
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     def __repr__(self) -> str:
         return f"Distributed(rank={self.world.rank}, size={self.world.size}, backend={self.backend!r})"
