@@ -194,24 +194,68 @@ class Distributed:
                                   f"finished is saved: rerun the same command to resume") from None
         return out
 
-    def all_reduce_mean(self, tensors: Sequence["torch.Tensor"]) -> None:
-        """Average ``tensors`` in place over the ranks (one flat all-reduce)."""
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of ``items`` (every ``size``-th, from position ``rank``); all of them for one process."""
+        return Shard().split(self.world.size, self.world.rank).select(items)
+
+    def merge(self, mine: Sequence[T], what: str = "a training step") -> list[T]:
+        """Every rank's :meth:`share` put back in the order of the items it came from (a meeting point)."""
+        if not self.enabled:
+            return list(mine)
+        parts = self.gather(list(mine), what)
+        merged: list = [None] * sum(len(p) for p in parts)
+        for rank, part in enumerate(parts):
+            merged[rank::self.world.size] = part
+        return merged
+
+    def broadcast(self, obj: T, what: str = "the start") -> T:
+        """Rank 0's ``obj`` on every rank (e.g. the weights everyone starts from)."""
+        if not self.enabled:
+            return obj
+        import torch.distributed
+
+        box = [obj]
+        try:
+            torch.distributed.broadcast_object_list(box, src=0)
+        except (RuntimeError, ConnectionError) as err:
+            raise RankFailedError(f"rank {self.world.rank}: another rank stopped before {what} ({err}); rerun the "
+                                  "same command to resume") from None
+        return box[0]
+
+    def sync_gradients(self, params: Sequence["torch.Tensor"], weight: float = 1.0) -> None:
+        """Sum ``weight · grad`` over the ranks, in place, with one flat all-reduce.
+
+        With each rank's loss a mean over its share of the batch, ``weight`` = its share's size over the batch's
+        makes the result the gradient of the mean over the whole batch, however unevenly it was split. A
+        parameter that no rank gave a gradient keeps ``grad = None`` (so Adam skips it, as in one process).
+
+        Raises:
+            RankFailedError: another rank stopped before this step's all-reduce.
+        """
+        if not self.enabled:
+            return
         import torch
         import torch.distributed
 
-        if not self.enabled or not tensors:
-            return
-        flat = torch.cat([t.reshape(-1) for t in tensors]).to(self.device)  # [sum of numels]
+        parts = []
+        for p in params:
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            parts += [g.reshape(-1) * weight, torch.ones(1, device=g.device, dtype=g.dtype) * (p.grad is not None)]
+        flat = torch.cat(parts).to(self.device)  # [sum of numels + one "has a gradient" count per parameter]
         try:
             torch.distributed.all_reduce(flat)
         except (RuntimeError, ConnectionError) as err:
             raise RankFailedError(f"rank {self.world.rank}: another rank stopped during a gradient all-reduce "
                                   f"({err}); rerun the same command to resume from the last checkpoint") from None
-        flat /= self.world.size
         offset = 0
-        for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+        for p in params:
+            n = p.numel()
+            grad, had = flat[offset:offset + n], flat[offset + n]
+            offset += n + 1
+            if had > 0:
+                p.grad = grad.view_as(p).to(p.device, p.dtype).clone()
+            else:
+                p.grad = None
 
     def cleanup(self) -> None:
         import torch.distributed
