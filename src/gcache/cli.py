@@ -119,14 +119,17 @@ def run_eval(cfg) -> int:
 
 
 def run_train(cfg) -> int:
-    """``gcache train`` on a validated :class:`~gcache.config.RunConfig`; prints the result as JSON."""
+    """``gcache train`` on a validated :class:`~gcache.config.RunConfig`; prints the result as JSON (rank 0)."""
     from gcache.recipes.train import TrainRecipe
 
     recipe = TrainRecipe(cfg)
-    recipe.setup()
-    result = recipe.train()
-    recipe.cleanup()
-    print(json.dumps(result))
+    try:
+        recipe.setup()
+        result = recipe.train()
+    finally:
+        recipe.cleanup()  # also leaves torch.distributed's group
+    if recipe.dist.world.is_main:  # one line per run, not one per torchrun rank
+        print(json.dumps(result))
     return 0
 
 

@@ -9,8 +9,8 @@ Two ways, which combine:
 * ``torchrun`` (:class:`Distributed`): ``torch.distributed`` with gloo on CPUs and NCCL on GPUs. Each rank
   takes a sub-shard of its shard (rank ``r`` of ``w`` under ``--shard i/n`` runs shard ``i + n·r`` of
   ``n·w``), so ``--shard`` splits the machines and torchrun splits the processes of one machine. Ranks meet
-  once at the end of an evaluation (rank 0 then writes the summary) and, in training, at every gradient
-  all-reduce.
+  once at the end of an evaluation (rank 0 then writes the summary) and, in training, at every step: each rank
+  runs its :meth:`Distributed.share` of the batch and :meth:`Distributed.sync_gradients` sums the gradients.
 
 A rank that dies makes torchrun stop the others (its report names the rank and the signal); every finished
 question is already on disk, so rerunning the same command, with any number of ranks, runs only the rest.
@@ -198,16 +198,6 @@ class Distributed:
         """This rank's share of ``items`` (every ``size``-th, from position ``rank``); all of them for one process."""
         return Shard().split(self.world.size, self.world.rank).select(items)
 
-    def merge(self, mine: Sequence[T], what: str = "a training step") -> list[T]:
-        """Every rank's :meth:`share` put back in the order of the items it came from (a meeting point)."""
-        if not self.enabled:
-            return list(mine)
-        parts = self.gather(list(mine), what)
-        merged: list = [None] * sum(len(p) for p in parts)
-        for rank, part in enumerate(parts):
-            merged[rank::self.world.size] = part
-        return merged
-
     def broadcast(self, obj: T, what: str = "the start") -> T:
         """Rank 0's ``obj`` on every rank (e.g. the weights everyone starts from)."""
         if not self.enabled:
@@ -222,11 +212,11 @@ class Distributed:
                                   "same command to resume") from None
         return box[0]
 
-    def sync_gradients(self, params: Sequence["torch.Tensor"], weight: float = 1.0) -> None:
-        """Sum ``weight · grad`` over the ranks, in place, with one flat all-reduce.
+    def sync_gradients(self, params: Sequence["torch.Tensor"]) -> None:
+        """Sum the gradients of ``params`` over the ranks, in place, with one flat all-reduce.
 
-        With each rank's loss a mean over its share of the batch, ``weight`` = its share's size over the batch's
-        makes the result the gradient of the mean over the whole batch, however unevenly it was split. A
+        With each rank's loss its share of the whole batch's loss (every term divided by the whole batch's count),
+        the sum is the gradient one process would get on the whole batch, however unevenly it was split. A
         parameter that no rank gave a gradient keeps ``grad = None`` (so Adam skips it, as in one process).
 
         Raises:
@@ -240,7 +230,7 @@ class Distributed:
         parts = []
         for p in params:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            parts += [g.reshape(-1) * weight, torch.ones(1, device=g.device, dtype=g.dtype) * (p.grad is not None)]
+            parts += [g.reshape(-1), torch.full((1,), float(p.grad is not None), device=g.device, dtype=g.dtype)]
         flat = torch.cat(parts).to(self.device)  # [sum of numels + one "has a gradient" count per parameter]
         try:
             torch.distributed.all_reduce(flat)
@@ -252,10 +242,7 @@ class Distributed:
             n = p.numel()
             grad, had = flat[offset:offset + n], flat[offset + n]
             offset += n + 1
-            if had > 0:
-                p.grad = grad.view_as(p).to(p.device, p.dtype).clone()
-            else:
-                p.grad = None
+            p.grad = grad.view_as(p).to(p.device, p.dtype).clone() if had > 0 else None
 
     def cleanup(self) -> None:
         import torch.distributed

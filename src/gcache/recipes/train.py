@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from gcache.config import ConfigError, RunConfig, compare_identity
+from gcache.distributed import Distributed
 from gcache.io import atomic_torch_save, atomic_write_json
 from gcache.io.metric_logging import build_metric_logger
 from gcache.reasoning import ContextOverflowError
@@ -109,23 +110,29 @@ class TrainRecipe:
         self.checkpoint_path = self.out / C.CHECKPOINT_NAME
         self.utility_fn = utility_fn or utility_of(cfg.utility)
         self.needs_text = utility_fn is not None or "correct" in cfg.utility
+        self.dist = Distributed(cfg.device)  # under torchrun: each rank runs its share of every batch
 
     def setup(self) -> None:
         """Check everything the user gave (files, folders, settings, resume state), then load the model."""
         cfg = self.cfg
+        self.dist.setup()
+        cfg.device = self.dist.device  # under torchrun, rank r takes cuda:<local rank>
         C.prepare_out(self.out)
         self.task = C.build_task(cfg)
         if cfg.split == "test" and "train" in self.task.splits:
             raise ConfigError(f"training reads training questions only: {cfg.dataset} has a train split, use "
                               f"--split train (and evaluate on test)")
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
+        if self.dist.world.size > min(cfg.batch_size, len(self.examples)):
+            raise ConfigError(f"{self.dist.world.size} ranks share each batch of {min(cfg.batch_size, len(self.examples))} "
+                              f"questions: use a --batch-size of at least the number of ranks")
         prompt_set = C.load_prompt_set(cfg)
         if cfg.split == "test":
             logger.warning("%s has no train split: training on its test questions; gcache eval --checkpoint will "
                            "refuse to evaluate any question trained on", cfg.dataset)
         self.identity = cfg.identity(C.identity_facts(cfg, self.task), training=True)
         # Checked before any model loads: a checkpoint of another run is refused at once.
-        resume = self._read_checkpoint() if self.checkpoint_path.is_file() else None
+        resume = self._read_checkpoint() if self.checkpoint_path.is_file() and self.dist.world.is_main else None
         if not C.needs_local_model(cfg) and not self.needs_text:
             raise ConfigError(f"--utility {cfg.utility} scores the gold answer with the local model, which --mode api "
                               f"has not got: use --utility correct")
@@ -147,13 +154,17 @@ class TrainRecipe:
         self.baseline = MovingAverageBaseline()
         self.step = 0
         self.history: list[dict] = []
-        self.metric_logger = build_metric_logger(self.out / "tensorboard", enabled=cfg.tensorboard)
+        self.metric_logger = build_metric_logger(self.out / "tensorboard", enabled=cfg.tensorboard and self.dist.world.is_main)
         self.fuser_loss = self.team.fuser is not None and cfg.fuser_loss_weight > 0
         if self.fuser_loss and cfg.mode == "hybrid":
             logger.info("hybrid mode: the fuser trains on the local verbaliser's NLL of the gold answer (the text "
                         "the API model is sent), not on the API model itself, which cannot be differentiated")
         if resume is not None:
             self._restore(resume)
+        if self.dist.enabled:  # every rank starts from rank 0's state (its checkpoint's, or its fresh weights)
+            state = self.dist.broadcast(self._state() if self.dist.world.is_main else None, "the first step")
+            if not self.dist.world.is_main:
+                self._restore(state)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict:
@@ -181,9 +192,12 @@ class TrainRecipe:
         self.baseline.load_state_dict(state["baseline"])
         self.step = state["step"]
         self.history = state["history"]
-        logger.info("resuming from %s at step %d", self.checkpoint_path, self.step)
+        if self.dist.world.is_main:
+            logger.info("resuming from %s at step %d", self.checkpoint_path, self.step)
 
     def _save_checkpoint(self) -> None:
+        if not self.dist.world.is_main:  # every rank holds the same state; rank 0 writes it
+            return
         atomic_torch_save(self._state(), self.checkpoint_path)
         atomic_write_json(self.out / "history.json", self.history)
 
@@ -220,8 +234,15 @@ class TrainRecipe:
         return [], [], None, None
 
     def train_step(self, batch) -> dict:
-        """One optimisation step over ``batch``; returns its log entry."""
+        """One optimisation step over ``batch``; returns its log entry.
+
+        Under torchrun each rank runs its share of the questions. Every loss term is divided by the whole batch's
+        count (rows, or rows kept), so each rank's gradient is its share of the whole batch's, and their sum
+        (:meth:`Distributed.sync_gradients`) is the step one process would take; the log covers every rank.
+        """
         cfg = self.cfg
+        total_rows = len(batch) * cfg.samples_per_question
+        batch = self.dist.share(batch)  # this rank's questions (all of them in one process)
         self.team.train()
         self.optimizer.zero_grad(set_to_none=True)
         draws = self.draw_graphs(batch, self.step)
@@ -234,7 +255,7 @@ class TrainRecipe:
             group, traces, nll, soft = self._rollout([rows[m] for m in members], draws, batch, targets)
             if nll is not None and nll.requires_grad:
                 # backward per group: the frozen model's activations are freed before the next group runs
-                (cfg.fuser_loss_weight * nll.sum() / len(rows)).backward(retain_graph=soft is not None)
+                (cfg.fuser_loss_weight * nll.sum() / total_rows).backward(retain_graph=soft is not None)
             for (q, k), trace, row_nll in zip(group, traces, nll.tolist() if nll is not None else [None] * len(group)):
                 correct = None
                 if self.needs_text:
@@ -245,12 +266,13 @@ class TrainRecipe:
                 nll_sum += row_nll or 0.0
         # questions with every draw run (a question that did not fit the context has none)
         kept = [q for q in range(len(batch)) if all((q, k) in outcomes for k in range(len(draws[q])))]
-        if not kept:
+        kept_total = sum(self.dist.gather(len(kept), "a training step"))  # over every rank
+        if not kept_total:
             raise ConfigError(f"no question of training step {self.step + 1} fits the model's context")
         utilities = torch.tensor([[self.utility_fn(outcomes[(q, k)]) for k in range(len(draws[q]))]
-                                  for q in kept])  # [B', K]
+                                  for q in kept]).reshape(len(kept), cfg.samples_per_question)  # [B', K]
         reinforce = torch.zeros(())
-        if self.team.policy is not None:
+        if self.team.policy is not None and kept:
             log_probs = torch.stack([torch.stack([d.log_prob for d in draws[q]]) for q in kept])  # [B', K]
             if cfg.baseline == "none":
                 b = None
@@ -259,26 +281,35 @@ class TrainRecipe:
             else:
                 b = torch.full_like(utilities, self.baseline.value)
             reinforce = reinforce_loss(log_probs.flatten(), utilities.flatten(), None if b is None else b.flatten())
+            reinforce = reinforce * (len(kept) / kept_total)  # this rank's share of the mean over every rank's rows
             if reinforce.requires_grad:
                 reinforce.backward()
+        self.dist.sync_gradients([p for group in self.optimizer.param_groups for p in group["params"]])
         self.optimizer.step()
-        self.baseline.update(utilities.flatten().tolist())
-        correct = [o.correct for o in outcomes.values() if o.correct is not None]
+        ranks = self.dist.gather({  # what every rank ran, for the baseline and the log
+            "utilities": utilities.flatten().tolist(), "reinforce": reinforce.item(), "nll": nll_sum,
+            "outcomes": len(outcomes), "correct": [o.correct for o in outcomes.values() if o.correct is not None],
+            "graphs": [repr(o.draw.graph.to_dict()) for o in outcomes.values()], "skipped": len(batch) - len(kept),
+            "errors": errors}, "a training step")
+        utilities = [u for r in ranks for u in r["utilities"]]
+        correct = [c for r in ranks for c in r["correct"]]
+        self.baseline.update(utilities)
         return {
             "step": self.step + 1,
-            "reinforce_loss": reinforce.item(),
-            "answer_nll": nll_sum / len(outcomes) if needs_nll else None,
-            "reward": float(utilities.mean()),
+            "reinforce_loss": sum(r["reinforce"] for r in ranks),
+            "answer_nll": sum(r["nll"] for r in ranks) / sum(r["outcomes"] for r in ranks) if needs_nll else None,
+            "reward": sum(utilities) / len(utilities),
             "accuracy": sum(correct) / len(correct) if correct else None,
             "baseline": self.baseline.value,
-            "graphs": len({repr(o.draw.graph.to_dict()) for o in outcomes.values()}),
-            "skipped": len(batch) - len(kept),
-            "errors": errors,
+            "graphs": len({g for r in ranks for g in r["graphs"]}),
+            "skipped": sum(r["skipped"] for r in ranks),
+            "errors": sum(r["errors"] for r in ranks),
         }
 
     def train(self) -> dict:
         cfg = self.cfg
-        with tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", unit="step") as bar:
+        with tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", unit="step",
+                  disable=not self.dist.world.is_main) as bar:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
                 entry = self.train_step(self._batch(self.step))
@@ -293,5 +324,8 @@ class TrainRecipe:
                 "last": self.history[-1] if self.history else None}
 
     def cleanup(self) -> None:
+        """Release the model and the logger, and leave torch.distributed's group (also after a failed setup)."""
         self.engine = None
-        self.metric_logger.close()
+        if getattr(self, "metric_logger", None) is not None:
+            self.metric_logger.close()
+        self.dist.cleanup()
