@@ -20,6 +20,11 @@ Columns: accuracy with a Wilson 95% interval, wins/losses against ``single`` on 
 tokens, latent steps and seconds per question, and the diagnostics (answers cut at the token cap, empty, echoing the
 prompt; the answering agent's mean first-step probability of ending its turn). A second table gives the held-out
 gold-answer NLL of the untrained and trained G-cache teams. Writes ``OUT/table.md``.
+
+Several machines: ``--shard i/n`` runs every n-th test question of each row into the same ``OUT`` (see
+docs/scale-out.md). Shards only evaluate: train first (this script without ``--shard``, or ``gcache train`` under
+torchrun into ``OUT/train``); the held-out NLL table comes from a final run without ``--shard``, which finds every
+row done and computes only that.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def row_config(row: str, args, out: Path) -> RunConfig:
     method = {"gcache_untrained": "gcache", "gcache_trained": "gcache"}.get(row, row)
     common = dict(model=args.model, data=args.test_data, split="test", limit=args.test, batch_size=args.batch_size,
                   max_new_tokens=args.max_new_tokens, latent_steps=args.latent_steps, seed=args.seed,
-                  out=str(out / row))
+                  shard=args.shard, out=str(out / row))
     if row == "gcache_trained":
         return RunConfig(method=method, checkpoint=str(out / "train"), **common)
     return RunConfig(method=method, **common)
@@ -145,6 +150,7 @@ def main() -> None:
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS, help="rows to run (default all)")
     p.add_argument("--table-only", action="store_true", help="print the table of what has run, run nothing")
     p.add_argument("--out", default="runs/vs_baselines")
+    p.add_argument("--shard", help="i/n: this machine's share of every row's test questions (evaluation only)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -153,13 +159,18 @@ def main() -> None:
     nll = json.loads(nll_path.read_text()) if nll_path.is_file() else {}
     if not args.table_only:
         for row in args.rows:
-            if row == "gcache_trained":
+            if row == "gcache_trained" and args.shard:
+                ckpt = out / "train" / C.CHECKPOINT_NAME
+                if not ckpt.is_file() or torch.load(ckpt, weights_only=False)["step"] < args.steps:
+                    p.error(f"--shard only evaluates: train {ckpt.parent} to {args.steps} steps first (this script "
+                            "without --shard, or gcache train under torchrun)")
+            elif row == "gcache_trained":
                 trainer = TrainRecipe(train_config(args, out))
                 trainer.setup()
                 trainer.train()
                 trainer.cleanup()
             run_row(row_config(row, args, out))
-            if row.startswith("gcache") and row not in nll:
+            if row.startswith("gcache") and row not in nll and not args.shard:
                 nll[row] = heldout_nll(row_config(row, args, out))
                 nll_path.write_text(json.dumps(nll, indent=1))
     text = table(out, args.test, nll)
