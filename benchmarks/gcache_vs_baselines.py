@@ -171,7 +171,10 @@ def main() -> None:
                 trainer.cleanup()
             run_row(row_config(row, args, out))
             if row.startswith("gcache") and row not in nll and not args.shard:
-                nll[row] = heldout_nll(row_config(row, args, out))
+                value = heldout_nll(row_config(row, args, out))
+                # re-read: another invocation (``--rows``) may have written its row meanwhile
+                nll = json.loads(nll_path.read_text()) if nll_path.is_file() else {}
+                nll[row] = value
                 nll_path.write_text(json.dumps(nll, indent=1))
     text = table(out, args.test, nll)
     (out / "table.md").write_text(text)

@@ -113,9 +113,11 @@ def test_train_and_eval_use_the_same_fuser_bias(tmp_path):
         draw = recipe.team.draw(question.question, [None], "map")[0]  # the graph eval ran
     recipe.draw_graphs = lambda batch, step: [[draw]]
     recipe.train_step([question])
-    assert len(eval_biases) == len(train_biases) > 0
-    for a, b in zip(eval_biases, train_biases):
-        assert torch.equal(a, b)
+    # training scores the gold answer and decodes from the decision node's context, so it may fuse that context
+    # twice; every bias either side hands the model is one the other hands it too
+    assert eval_biases and train_biases
+    assert all(any(torch.equal(a, b) for b in train_biases) for a in eval_biases)
+    assert all(any(torch.equal(a, b) for b in eval_biases) for a in train_biases)
     assert any(bool((a != 0).any()) for a in eval_biases)  # trained, with soft edges: a real bias
 
 

@@ -102,3 +102,47 @@ def test_eval_from_checkpoint_and_plot(tmp_path):
     for name in ("topology.png", "training_curves.png"):
         png = out / name
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_question_whose_answer_does_not_fit_is_skipped_and_the_step_goes_on(tmp_path, caplog):
+    """The long question fits every node before the decision node (headroom: one latent step) but not the decision
+    node's answer (headroom: ``--max-new-tokens``): it is dropped when the answers decode as one stacked batch, the
+    short question still answers, and the step trains on it alone (no gold-answer scoring: nothing fails earlier)."""
+    from gcache.agents.prompts import agent_messages
+    from gcache.reasoning._latent import render_chat
+
+    short_q = "Ben has 5 marbles and finds 2 more. How many marbles?"
+    probe = RunConfig(method="gcache", data=TINY_TRAIN, split="train", limit=1, out=str(tmp_path / "probe"),
+                      model="tiny-random-qwen3", max_new_tokens=4, latent_steps=1, agents=2)
+    recipe = TrainRecipe(probe)
+    recipe.setup()
+    tok, team, instruction = recipe.engine.tokenizer, recipe.team, recipe.task.answer_instruction
+
+    def longest_prompt(question: str) -> int:  # over every role, answering or not, with a latent context or not
+        return max(len(tok(render_chat(tok, agent_messages(role, question, answer_instruction=instruction,
+                                                            latent_context=lc, final=final)))["input_ids"])
+                   for role in team.roles.values() for lc in (False, True) for final in (False, True))
+
+    answer = 200  # --max-new-tokens
+    overhead = longest_prompt(short_q)
+    # the short question's decision node holds its prompt, both agents' messages (prompt + 1 step) and its answer
+    needed = 3 * overhead + 2 + answer + 50
+    long_q = "Count the apples."
+    while longest_prompt(long_q + " How many apples?") < needed:
+        long_q += " An apple fell." * 20
+    long_q += " How many apples?"
+    context = longest_prompt(long_q) + 1  # the long question's agents fit; its answer cannot, whatever the graph
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"question": short_q, "answer": "5 + 2 = 7\n#### 7"}) + "\n"
+                    + json.dumps({"question": long_q, "answer": "#### 60"}) + "\n")
+    cfg = RunConfig(method="gcache", data=str(data), split="train", limit=2, out=str(tmp_path / "run"),
+                    model="tiny-random-qwen3", max_new_tokens=answer, latent_steps=1, batch_size=2, steps=1, agents=2,
+                    samples_per_question=2, utility="correct", fuser_loss_weight=0.0, max_context=context)
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    with caplog.at_level("WARNING", logger="gcache.recipes.train"):
+        entry = recipe.train_step(recipe._batch(0))
+    skipped = [r.getMessage() for r in caplog.records if "skipped this step" in r.getMessage()]
+    assert skipped and all("gsm8k-train-1" in m for m in skipped), skipped
+    assert entry["skipped"] == 1
+    assert entry["accuracy"] is not None  # the short question's two graphs answered

@@ -31,7 +31,7 @@ from gcache.reasoning._latent import ContextOverflowError, DecodeConfig, LatentE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NodeSpec", "Plan", "RowTrace", "GraphExecutor", "NODE_KINDS", "BACKENDS"]
+__all__ = ["PendingRun", "NodeSpec", "Plan", "RowTrace", "GraphExecutor", "NODE_KINDS", "BACKENDS"]
 
 NODE_KINDS = ("latent", "text")
 BACKENDS = ("local", "api")
@@ -136,6 +136,35 @@ class _NodeOutput:
     texts: list[str] | None = None  # text nodes, one per row
 
 
+@dataclass(eq=False)
+class PendingRun:
+    """A plan run up to (not including) its decision node: what :meth:`GraphExecutor.score` and
+    :meth:`GraphExecutor.finish` continue from."""
+
+    plan: Plan
+    questions: list[str]
+    edge_log_probs: dict[tuple[int, int], torch.Tensor] | None
+    traces: list[RowTrace]
+    outputs: list[_NodeOutput | None]
+
+    def keep_rows(self, rows: Sequence[int]) -> "PendingRun":
+        """The same run for the questions ``rows`` only (their messages, texts, soft-edge terms and traces)."""
+        index = torch.tensor(list(rows), dtype=torch.long)
+        outputs = [None if out is None else _NodeOutput(
+            message=None if out.message is None else out.message.rows(index.to(out.message.valid.device)),
+            texts=None if out.texts is None else [out.texts[r] for r in rows]) for out in self.outputs]
+        soft = None if self.edge_log_probs is None else {key: t[index.to(t.device)]
+                                                         for key, t in self.edge_log_probs.items()}
+        return PendingRun(self.plan, [self.questions[r] for r in rows], soft, [self.traces[r] for r in rows], outputs)
+
+    def detach(self) -> None:
+        """Drop the autograd history of the messages held (after their gradient has been taken), so a run kept
+        for :meth:`GraphExecutor.finish` does not keep the frozen model's activations alive."""
+        for out in self.outputs:
+            if out is not None and out.message is not None:
+                out.message = out.message.detach()
+
+
 class GraphExecutor:
     """Executes plans for a batch of questions.
 
@@ -221,32 +250,118 @@ class GraphExecutor:
         Returns:
             tuple: ``(traces, nll [b] or None)``.
         """
-        self._check(plan)
-        traces = [RowTrace() for _ in questions]
-        outputs: list[_NodeOutput | None] = [None] * len(plan.nodes)
-        last = len(plan.nodes) - 1
-        finals = {last, *plan.voters}
-        nll = None
-        if targets is None:
+        if targets is None:  # every node, the decision node batched with any of its depth (majority votes)
+            self._check(plan)
+            run = PendingRun(plan, list(questions), edge_log_probs, [RowTrace() for _ in questions],
+                             [None] * len(plan.nodes))
             if decode:
-                self._run_nodes(plan, len(plan.nodes), questions, outputs, traces, finals, edge_log_probs)
-        else:
-            if len(targets) != len(questions):
-                raise ValueError(f"{len(targets)} targets for {len(questions)} questions")
-            if plan.voters:
-                raise ValueError("the gold-answer loss needs one decision node, not a majority vote")
-            if self.engine is None:
-                raise ValueError("the gold-answer loss needs the local model")
-            with torch.set_grad_enabled(torch.is_grad_enabled() and through_graph):
-                self._run_nodes(plan, last, questions, outputs, traces, finals, edge_log_probs)
-            outputs[last], nll = self._decide(plan, questions, outputs, traces, targets, decode, edge_log_probs)
+                self._run_nodes(plan, len(plan.nodes), run.questions, run.outputs, run.traces,
+                                {len(plan.nodes) - 1, *plan.voters}, edge_log_probs)
+                self._set_answers(run)
+            return run.traces, None
+        if len(targets) != len(questions):
+            raise ValueError(f"{len(targets)} targets for {len(questions)} questions")
+        run = self.start(plan, questions, edge_log_probs, through_graph=through_graph)
+        last = len(plan.nodes) - 1
+        run.outputs[last], nll = self._decide(plan, questions, run.outputs, run.traces, targets, decode,
+                                              edge_log_probs)
         if decode:
-            for r, trace in enumerate(traces):
-                if plan.voters:
-                    trace.final_text = self._vote([outputs[i].texts[r] for i in plan.voters])
-                else:
-                    trace.final_text = outputs[-1].texts[r]
-        return traces, nll
+            self._set_answers(run)
+        return run.traces, nll
+
+    def start(self, plan: Plan, questions: Sequence[str],
+              edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None, *,
+              through_graph: bool = False) -> PendingRun:
+        """Run every node of ``plan`` before its decision node (with gradients only if ``through_graph`` and grad
+        is enabled); :meth:`score` and :meth:`finish` then do the decision node."""
+        self._check(plan)
+        run = PendingRun(plan, list(questions), edge_log_probs, [RowTrace() for _ in questions],
+                         [None] * len(plan.nodes))
+        last = len(plan.nodes) - 1
+        with torch.set_grad_enabled(torch.is_grad_enabled() and through_graph):
+            self._run_nodes(plan, last, run.questions, run.outputs, run.traces, {last, *plan.voters}, edge_log_probs)
+        return run
+
+    def score(self, run: PendingRun, targets: Sequence[str]) -> torch.Tensor:
+        """Teacher-forced NLL ``[b]`` of ``targets`` at the decision node of a started run (with gradients)."""
+        if len(targets) != len(run.questions):
+            raise ValueError(f"{len(targets)} targets for {len(run.questions)} questions")
+        _, nll = self._decide(run.plan, run.questions, run.outputs, run.traces, targets, False, run.edge_log_probs)
+        return nll
+
+    def finish(self, runs: Sequence[PendingRun]) -> None:
+        """Decode the decision node of every started run, without gradients, and set each row's answer.
+
+        The local decision nodes of all runs, whatever their graphs, share one batch: their fused contexts are
+        stacked (left-padded, with their fuser biases; :func:`~gcache.reasoning._depth.stack_contexts`), so a batch
+        of questions that drew different graphs decodes its answers in one forward per token.
+
+        Raises:
+            ContextOverflowError: the first run whose decision node does not fit (its rows named); every other run
+                has answered by then, and the run that failed keeps ``outputs[-1] is None``.
+        """
+        stacked = [r for r in runs if r.plan.nodes[-1].backend == "local" and not r.plan.voters]
+        first_error: ContextOverflowError | None = None
+        with torch.no_grad():
+            done = False
+            if len(stacked) > 1:
+                try:
+                    self._decide_stacked(stacked)
+                    done = True
+                except ContextOverflowError:  # decide them one run at a time below, which names the rows
+                    pass
+            for run in runs:
+                if done and any(run is r for r in stacked):
+                    continue
+                last = len(run.plan.nodes) - 1
+                try:
+                    if run.plan.nodes[last].backend == "api":
+                        run.outputs[last] = self._run_api_node(run.plan, last, run.plan.nodes[last], run.questions,
+                                                               run.outputs, run.traces, True, run.edge_log_probs)
+                    else:
+                        self._run_local(run.plan, [last], run.questions, run.outputs, run.traces,
+                                        {last, *run.plan.voters}, run.edge_log_probs)
+                except ContextOverflowError as err:  # the other runs still answer; this one is left unanswered
+                    first_error = first_error or err
+        for run in runs:
+            if run.outputs[-1] is not None:
+                self._set_answers(run)
+        if first_error is not None:
+            raise first_error
+
+    def _decide_stacked(self, runs: list[PendingRun]) -> None:
+        """The local decision nodes of several runs as one batch (run ``k`` owns its rows, in order)."""
+        contexts, biases, prompts = [], [], []
+        for run in runs:
+            last = len(run.plan.nodes) - 1
+            node = run.plan.nodes[last]
+            ctx, bias, peers = self._gather(run.plan, last, node, len(run.questions), run.outputs, run.edge_log_probs)
+            contexts.append(ctx)
+            biases.append(bias)
+            prompts += self._prompts(node, run.questions, peers, ctx.length > 0, True)
+        ctx, bias = stack_contexts(contexts, biases, self.engine.num_layers)
+        ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, prompts, bias, headroom=self.decode_cfg.max_new_tokens)
+        out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
+        row = 0
+        for run in runs:
+            last = len(run.plan.nodes) - 1
+            texts = []
+            for trace in run.traces:
+                trace.prompt_tokens += int(n_prompt[row])
+                trace.completion_tokens += len(out.token_ids[row])
+                trace.node_texts[run.plan.nodes[last].label] = out.texts[row]
+                trace.truncated = trace.truncated or out.truncated[row]
+                trace.judge_stop_prob = float(out.first_stop_prob[row])
+                texts.append(out.texts[row])
+                row += 1
+            run.outputs[last] = _NodeOutput(texts=texts)
+
+    def _set_answers(self, run: PendingRun) -> None:
+        for r, trace in enumerate(run.traces):
+            if run.plan.voters:
+                trace.final_text = self._vote([run.outputs[i].texts[r] for i in run.plan.voters])
+            else:
+                trace.final_text = run.outputs[-1].texts[r]
 
     # ------------------------------------------------------------------ nodes
     def _check(self, plan: Plan) -> None:
@@ -350,6 +465,10 @@ class GraphExecutor:
                 traces: list[RowTrace], targets: Sequence[str], decode: bool, edge_log_probs
                 ) -> tuple[_NodeOutput, torch.Tensor]:
         """The decision node: score ``targets`` (teacher-forced NLL) and, if asked, answer, from one prefill."""
+        if plan.voters:
+            raise ValueError("the gold-answer loss needs one decision node, not a majority vote")
+        if self.engine is None:
+            raise ValueError("the gold-answer loss needs the local model")
         i = len(plan.nodes) - 1
         node = plan.nodes[i]
         ctx, bias, peers = self._gather(plan, i, node, len(questions), outputs, edge_log_probs)

@@ -5,9 +5,10 @@ Per step, for a batch of ``--batch-size`` training questions:
 * draw ``K = --samples-per-question`` graphs per question from one GNN pass. Draw ``k`` of every question uses
   the same random numbers (common random numbers), so questions with alike edge probabilities draw the same
   graph; questions that share a graph run as one batch through the team;
-* one pass per group runs the team, prefills the decision node once, scores the gold answer there
-  (teacher-forced, through the frozen model, with gradients into the fuser) and, when the utility needs it,
-  decodes the answer from the same prefill;
+* each group runs the team once up to the decision node and scores the gold answer there (teacher-forced,
+  through the frozen model, with gradients into the fuser; backpropagated group by group); when the utility needs
+  the answers, the decision nodes of all groups then decode as one batch, their fused contexts stacked whatever
+  their graphs (:meth:`GraphExecutor.finish`);
 * topology (REINFORCE): ``loss = -(U - b) · log π(G)`` with utility ``U`` (``--utility``: the gold answer's
   mean token log-likelihood, dense, so graphs are told apart even when none answers right; correctness; or both)
   and baseline ``b`` (``--baseline``: mean of the question's other K - 1 graphs, a moving average, or none);
@@ -212,26 +213,55 @@ class TrainRecipe:
         return [self.team.draw(ex.question, [seeded_generator(self.cfg.seed, "train", step, i) for i in range(k)])
                 for ex in batch]
 
-    def _rollout(self, group: list[tuple[int, int]], draws, batch, targets: list[str] | None):
-        """Run one graph's rows ``(question, draw)``; a question whose prompt does not fit the context is dropped
-        from the step (logged), and the rest run again. Returns ``(rows run, traces, nll or None)``."""
+    def _start(self, group: list[tuple[int, int]], draws, batch, targets: list[str] | None):
+        """Run one graph's rows ``(question, draw)`` up to the decision node and score the gold answer there.
+
+        A question whose prompt does not fit the context is dropped from the step (logged) and the rest run again.
+
+        Returns:
+            tuple: ``(rows run, PendingRun or None, nll [rows] or None, soft-edge terms or None)``.
+        """
         cfg = self.cfg
         while group:
             plan, soft = C.plan_for(cfg, self.team, [draws[q][k] for q, k in group])
             try:
                 with torch.set_grad_enabled(self.fuser_loss):
-                    traces, nll = self.executor.rollout(
-                        plan, [batch[q].question for q, _ in group],
-                        [targets[q] for q, _ in group] if targets is not None else None,
-                        decode=self.needs_text, edge_log_probs=soft, through_graph=cfg.fuser_grad == "graph")
-                return group, traces, nll, soft
+                    run = self.executor.start(plan, [batch[q].question for q, _ in group], soft,
+                                              through_graph=cfg.fuser_grad == "graph")
+                    nll = self.executor.score(run, [targets[q] for q, _ in group]) if targets is not None else None
+                return group, run, nll, soft
             except ContextOverflowError as err:
-                dropped = {group[r][0] for r in err.rows}
-                for q in dropped:
-                    logger.warning("training question %s skipped this step: %s", batch[q].id,
-                                   err.row_message(next(r for r in err.rows if group[r][0] == q)))
-                group = [(q, k) for q, k in group if q not in dropped]
-        return [], [], None, None
+                group = [group[r] for r in self._drop(group, err, batch)]
+        return [], None, None, None
+
+    def _finish(self, started: list, batch) -> list:
+        """Decode the answers of every started group in one batch (the decision nodes stacked, whatever the
+        graphs); a question that does not fit is dropped from the step (logged) and the rest of its group answers."""
+        try:
+            self.executor.finish([run for _, run, _ in started])
+            return started
+        except ContextOverflowError:  # every run that fits has answered; the others answer without their culprits
+            pass
+        kept = []
+        for group, run, nlls in started:
+            while group and run.outputs[-1] is None:
+                try:
+                    self.executor.finish([run])
+                except ContextOverflowError as err:
+                    rows = self._drop(group, err, batch)
+                    group, run, nlls = [group[r] for r in rows], run.keep_rows(rows), [nlls[r] for r in rows]
+            if group:
+                kept.append((group, run, nlls))
+        return kept
+
+    @staticmethod
+    def _drop(group: list[tuple[int, int]], err: ContextOverflowError, batch) -> list[int]:
+        """The rows of ``group`` whose questions ``err`` does not name (each named question is logged)."""
+        dropped = {group[r][0] for r in err.rows}
+        for q in dropped:
+            logger.warning("training question %s skipped this step: %s", batch[q].id,
+                           err.row_message(next(r for r in err.rows if group[r][0] == q)))
+        return [r for r, (q, _) in enumerate(group) if q not in dropped]
 
     def train_step(self, batch) -> dict:
         """One optimisation step over ``batch``; returns its log entry.
@@ -251,12 +281,20 @@ class TrainRecipe:
         targets = [answer_target(self.task, ex) for ex in batch] if needs_nll else None
         outcomes: dict[tuple[int, int], Outcome] = {}
         nll_sum, errors = 0.0, 0
+        started = []
         for members in C.group_by_graph([draws[q][k] for q, k in rows]):
-            group, traces, nll, soft = self._rollout([rows[m] for m in members], draws, batch, targets)
+            group, run, nll, soft = self._start([rows[m] for m in members], draws, batch, targets)
+            if run is None:
+                continue
             if nll is not None and nll.requires_grad:
                 # backward per group: the frozen model's activations are freed before the next group runs
                 (cfg.fuser_loss_weight * nll.sum() / total_rows).backward(retain_graph=soft is not None)
-            for (q, k), trace, row_nll in zip(group, traces, nll.tolist() if nll is not None else [None] * len(group)):
+                run.detach()
+            started.append((group, run, nll.tolist() if nll is not None else [None] * len(group)))
+        if self.needs_text:
+            started = self._finish(started, batch)
+        for group, run, nlls in started:
+            for (q, k), trace, row_nll in zip(group, run.traces, nlls):
                 correct = None
                 if self.needs_text:
                     correct = trace.error is None and bool(self.task.score(trace.final_text or "", batch[q])["correct"])
