@@ -87,7 +87,7 @@ def heldout_nll(cfg: RunConfig) -> float:
     recipe = EvalRecipe(cfg)
     recipe.setup()
     if getattr(recipe, "executor", None) is None:  # a finished folder: setup loaded no model
-        recipe._build_agents()
+        recipe._build_agents(C.load_prompt_set(cfg))
     total = 0.0
     with torch.no_grad():
         for ex in recipe.examples:
