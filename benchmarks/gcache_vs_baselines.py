@@ -2,7 +2,7 @@
 
 One command, resumable (each row is a ``gcache eval`` folder under ``--out``; training resumes from its last step):
 
-    python benchmarks/gcache_vs_baselines.py --model qwen2.5-coder-0.5b --test 100 --train 64 --steps 16 \\
+    python benchmarks/gcache_vs_baselines.py --model qwen2.5-coder-0.5b --test 100 --train 64 --steps 8 \\
         --out runs/vs_baselines
 
 Protocol: ``gcache train`` reads the first ``--train`` questions of GSM8K's *train* split only; every row is
@@ -141,7 +141,8 @@ def main() -> None:
     p.add_argument("--test-data", default="../shared/data/gsm8k/test.jsonl")
     p.add_argument("--train", type=int, default=64, help="training questions (first N of the train split)")
     p.add_argument("--test", type=int, default=100, help="test questions (first N of the test split)")
-    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--steps", type=int, default=8,
+                   help="training steps (8 steps of --batch-size 8: one pass over 64 training questions)")
     p.add_argument("--samples", type=int, default=4, help="graphs per training question")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=512)

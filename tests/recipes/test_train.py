@@ -146,3 +146,23 @@ def test_a_question_whose_answer_does_not_fit_is_skipped_and_the_step_goes_on(tm
     assert skipped and all("gsm8k-train-1" in m for m in skipped), skipped
     assert entry["skipped"] == 1
     assert entry["accuracy"] is not None  # the short question's two graphs answered
+
+
+def test_rows_that_share_a_graph_run_at_most_batch_size_at_a_time(tmp_path):
+    """Every (question, draw) row of a step runs once, and no forward holds more than --batch-size rows, even when
+    all 2 x 4 rows drew one graph (the scoring pass keeps its activations for the backward)."""
+    cfg = RunConfig(method="gcache", data=TINY_TRAIN, split="train", limit=2, out=str(tmp_path), batch_size=2,
+                    steps=1, agents=2, samples_per_question=4, model="tiny-random-qwen3", max_new_tokens=4,
+                    latent_steps=1)
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    batch = recipe._batch(0)
+    with torch.no_grad():
+        draws = [recipe.team.draw(ex.question, [None] * 4, "map") for ex in batch]  # one graph for every row
+    recipe.draw_graphs = lambda batch, step: draws
+    sizes: list[int] = []
+    start = recipe.executor.start
+    recipe.executor.start = lambda plan, questions, *a, **k: sizes.append(len(questions)) or start(plan, questions,
+                                                                                                   *a, **k)
+    entry = recipe.train_step(batch)
+    assert sorted(sizes) == [2, 2, 2, 2] and entry["skipped"] == 0

@@ -4,7 +4,7 @@ Per step, for a batch of ``--batch-size`` training questions:
 
 * draw ``K = --samples-per-question`` graphs per question from one GNN pass. Draw ``k`` of every question uses
   the same random numbers (common random numbers), so questions with alike edge probabilities draw the same
-  graph; questions that share a graph run as one batch through the team;
+  graph; questions that share a graph run as one batch through the team (at most ``--batch-size`` rows at a time);
 * each group runs the team once up to the decision node and scores the gold answer there (teacher-forced,
   through the frozen model, with gradients into the fuser; backpropagated group by group); when the utility needs
   the answers, the decision nodes of all groups then decode as one batch, their fused contexts stacked whatever
@@ -282,7 +282,11 @@ class TrainRecipe:
         outcomes: dict[tuple[int, int], Outcome] = {}
         nll_sum, errors = 0.0, 0
         started = []
-        for members in C.group_by_graph([draws[q][k] for q, k in rows]):
+        # Rows that drew the same graph run together, at most --batch-size at a time: the decision node's scoring
+        # pass keeps its activations for the backward, and a group can hold every row of the step (B x K).
+        chunks = [members[i:i + cfg.batch_size] for members in C.group_by_graph([draws[q][k] for q, k in rows])
+                  for i in range(0, len(members), cfg.batch_size)]
+        for members in chunks:
             group, run, nll, soft = self._start([rows[m] for m in members], draws, batch, targets)
             if run is None:
                 continue
