@@ -113,6 +113,8 @@ def table(out: Path, n_test: int, nll: dict[str, float]) -> str:
             continue
         recs = list(rows[row].values())
         n = len(recs)
+        if not n:  # started, nothing finished yet
+            continue
         k = sum(r["correct"] for r in recs)
         lo, hi = wilson(k, n)
         paired = [(r["correct"], base[i]["correct"]) for i, r in rows[row].items() if i in base]
@@ -123,7 +125,7 @@ def table(out: Path, n_test: int, nll: dict[str, float]) -> str:
         stop = [d["judge_stop_prob"] for d in diag if d.get("judge_stop_prob") is not None]
         count = lambda key: sum(bool(d.get(key)) for d in diag)  # noqa: E731
         lines.append(
-            f"| {LABELS.get(row, row)} | {n}{'' if n == n_test else ' (running)'} | {k / n:.3f} ({k}/{n}) | "
+            f"| {LABELS.get(row, row)} | {n}{'' if n == n_test else f' of {n_test}'} | {k / n:.3f} ({k}/{n}) | "
             f"[{lo:.3f}, {hi:.3f}] | {'—' if row == 'single' else f'{wins} / {losses}'} | "
             f"{mean('completion_tokens'):.1f} | {mean('latent_steps'):.1f} | {mean('seconds'):.1f} | "
             f"{count('truncated')} | {count('empty')} | {count('echoed')} | "
