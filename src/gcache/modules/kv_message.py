@@ -166,8 +166,9 @@ class KVMessage:
             kinds=torch.cat([m.kinds for m in messages], dim=1),
         )
 
-    def rows(self, index: slice) -> "KVMessage":
-        """The rows ``index`` selects, every slot kept (views: a slice works on layers of any device)."""
+    def rows(self, index: slice | torch.Tensor) -> "KVMessage":
+        """The rows ``index`` selects, every slot kept (a slice gives views on layers of any device; a tensor of
+        row indices gives copies)."""
         return KVMessage(
             keys=tuple(k[index] for k in self.keys),  # [b', n_kv, s, h_d]
             values=tuple(v[index] for v in self.values),
