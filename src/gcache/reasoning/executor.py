@@ -27,7 +27,7 @@ from gcache.agents.roles import Role
 from gcache.modules.cache_fuser import CacheFuser
 from gcache.modules.kv_message import MESSAGE_MODES, KVMessage
 from gcache.reasoning._depth import depth_groups, stack_contexts, unstack_context
-from gcache.reasoning._latent import ContextOverflowError, DecodeConfig, LatentEngine, render_chat
+from gcache.reasoning._latent import ContextOverflowError, DecodeConfig, Decoded, LatentEngine, render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -344,17 +344,11 @@ class GraphExecutor:
         out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
         row = 0
         for run in runs:
-            last = len(run.plan.nodes) - 1
-            texts = []
-            for trace in run.traces:
-                trace.prompt_tokens += int(n_prompt[row])
-                trace.completion_tokens += len(out.token_ids[row])
-                trace.node_texts[run.plan.nodes[last].label] = out.texts[row]
-                trace.truncated = trace.truncated or out.truncated[row]
-                trace.judge_stop_prob = float(out.first_stop_prob[row])
-                texts.append(out.texts[row])
-                row += 1
-            run.outputs[last] = _NodeOutput(texts=texts)
+            for r, trace in enumerate(run.traces, start=row):
+                trace.prompt_tokens += int(n_prompt[r])
+            run.outputs[-1] = _NodeOutput(texts=self._record_decoded(run.traces, out, row, run.plan.nodes[-1].label,
+                                                                     final=True))
+            row += len(run.traces)
 
     def _set_answers(self, run: PendingRun) -> None:
         for r, trace in enumerate(run.traces):
@@ -452,14 +446,21 @@ class GraphExecutor:
         with torch.no_grad():
             out = self.engine.decode(ctx_p, logits.detach(), self.decode_cfg, bias, self.generator)
         for k, i in enumerate(group):
-            rows = range(k * b, (k + 1) * b)
-            for r, trace in zip(rows, traces):
-                trace.completion_tokens += len(out.token_ids[r])
-                trace.node_texts[plan.nodes[i].label] = out.texts[r]
-                if i in finals:  # an answering node: was its answer cut, did it want to stop at once?
-                    trace.truncated = trace.truncated or out.truncated[r]
-                    trace.judge_stop_prob = float(out.first_stop_prob[r])
-            outputs[i] = _NodeOutput(texts=[out.texts[r] for r in rows])
+            outputs[i] = _NodeOutput(texts=self._record_decoded(traces, out, k * b, plan.nodes[i].label,
+                                                                final=i in finals))
+
+    @staticmethod
+    def _record_decoded(traces: list[RowTrace], out: Decoded, start: int, label: str, *, final: bool) -> list[str]:
+        """Record decoded rows ``start..start + len(traces)`` of ``out`` in their traces; returns their texts."""
+        texts = []
+        for r, trace in enumerate(traces, start=start):
+            trace.completion_tokens += len(out.token_ids[r])
+            trace.node_texts[label] = out.texts[r]
+            if final:  # an answering node: was its answer cut, did it want to stop at once?
+                trace.truncated = trace.truncated or out.truncated[r]
+                trace.judge_stop_prob = float(out.first_stop_prob[r])
+            texts.append(out.texts[r])
+        return texts
 
     def _decide(self, plan: Plan, questions: Sequence[str], outputs: list[_NodeOutput | None],
                 traces: list[RowTrace], targets: Sequence[str], decode: bool, edge_log_probs
