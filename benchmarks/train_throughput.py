@@ -10,8 +10,11 @@ draw the same graph as one batch and scores the gold answer and decodes from one
 Rows, all on the same training questions, one after the other in this process:
 
 * ``previous loop`` (K = 1, utility correct, the NLL pass re-running every node);
-* ``batched, same settings`` (K = 1, ``--utility correct``);
-* ``batched, defaults`` (K = 4 graphs per question, ``--utility loglik``: no decoding, the dense utility).
+* ``batched, same settings`` (K = 1, ``--utility correct``: one pass, then the answers of every graph decoded as
+  one batch);
+* ``batched, K = 1, loglik`` (one graph per question as before, the default dense utility: one pass and no
+  decoding; the rollout and the NLL pass have become the same pass);
+* ``batched, defaults`` (K = 4 graphs per question, ``--utility loglik``).
 
 Prints seconds per question and per graph, and the speed-up over the previous loop.
 """
@@ -80,7 +83,9 @@ def main() -> None:
                   latent_steps=args.latent_steps, tensorboard=False)
     rows = []
     same = dict(samples_per_question=1, baseline="ma", utility="correct")
+    one_pass = dict(samples_per_question=1, baseline="ma", utility="loglik")
     for label, extra, previous in (("previous loop", same, True), ("batched, same settings", same, False),
+                                   ("batched, K=1, loglik", one_pass, False),
                                    ("batched, defaults (K=4, loglik)", {}, False)):
         recipe = TrainRecipe(RunConfig(out=tempfile.mkdtemp(prefix="gcache-throughput-"), **common, **extra))
         recipe.setup()

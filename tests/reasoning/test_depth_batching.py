@@ -16,7 +16,7 @@ from gcache.modules.cache_fuser import CacheFuser
 from gcache.modules.kv_message import KVMessage, SlotKind
 from gcache.reasoning import DecodeConfig, FastLatentEngine, LatentEngine
 from gcache.reasoning._depth import depth_groups, stack_contexts, unstack_context
-from gcache.reasoning.executor import GraphExecutor, NodeSpec, Plan, RowTrace
+from gcache.reasoning.executor import GraphExecutor, NodeSpec, PendingRun, Plan, RowTrace
 from gcache.reasoning.plans import plan_from_graph
 
 QUESTIONS = [
@@ -75,10 +75,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def node_outputs(ex: GraphExecutor, plan: Plan) -> list:
     """Every node's output but the decision node's (its message, for latent nodes)."""
-    outputs = [None] * len(plan.nodes)
+    run = PendingRun(plan, list(QUESTIONS), None, [RowTrace() for _ in QUESTIONS], [None] * len(plan.nodes))
     with torch.no_grad():
-        ex._run_nodes(plan, len(plan.nodes) - 1, QUESTIONS, outputs, [RowTrace() for _ in QUESTIONS], set(), None)
-    return outputs[:-1]
+        ex._run_nodes([run], len(plan.nodes) - 1)
+    return run.outputs[:-1]
 
 
 # ------------------------------------------------------------------------------------------------ grouping
@@ -112,7 +112,7 @@ def test_stack_and_unstack_give_back_each_nodes_context():
     assert bias[0, :2].tolist() == [[-1.0, -1.0, -1.0, 0.0, 0.0]] * 2 and not bool(bias[0, 2:].any())
     for k, m in enumerate([a, b, empty]):
         # no prompt segment yet (prompt lengths 0): unstacking drops the front padding only
-        back = unstack_context(stacked, k, 2, [5, 2, 0], [0, 0, 0])
+        back = unstack_context(stacked, k, slice(2 * k, 2 * k + 2), [5, 2, 0], [0, 0, 0])
         for x, y in zip((*back.keys, *back.values, back.valid, back.positions, back.kinds),
                         (*m.keys, *m.values, m.valid, m.positions, m.kinds)):
             assert torch.equal(x, y)
@@ -183,3 +183,26 @@ def test_fast_engine_by_depth_equals_eager_node_by_node(tiny_qwen3):
     for g, r in zip(got, ref, strict=True):
         assert (g.final_text, g.node_texts, g.prompt_tokens, g.completion_tokens) == (
             r.final_text, r.node_texts, r.prompt_tokens, r.completion_tokens)
+
+
+# ------------------------------------------------------------------------------- several graphs, one batch
+def test_plans_of_different_graphs_run_together(engine, monkeypatch):
+    """run_many: the agents of different graphs share forwards, and every question gets what its graph alone gives."""
+    jobs = [(graph_plan("layered", "latent", message="full"), QUESTIONS[:2], None),
+            (graph_plan("star", "latent", message="own"), QUESTIONS[2:], None),
+            (graph_plan("chain", "text"), QUESTIONS[1:], None)]
+    ex = executors(engine, fuser_for(engine))[0]
+    calls = count_prefills(engine, monkeypatch)
+    with torch.no_grad():
+        got = ex.run_many(jobs)
+        together = len(calls)
+        ref = [ex.run(plan, questions, soft) for plan, questions, soft in jobs]
+    alone = len(calls) - together
+    # waves (rows): latent layered [0, 1] x 2 + star [0] x 1, text chain [0] x 2; latent layered [2, 3] x 2 + star
+    # [1, 2, 3] x 1, text chain [1] x 2; text: both deciders (2 + 1) and chain [2] x 2; then chain [3], chain [4]
+    assert calls[:together] == [5, 2, 7, 2, 5, 2, 2]
+    assert alone == 3 + 3 + 5
+    for g_job, r_job in zip(got, ref, strict=True):
+        for g, r in zip(g_job, r_job, strict=True):
+            assert (g.final_text, g.node_texts, g.prompt_tokens, g.completion_tokens, g.latent_steps) == (
+                r.final_text, r.node_texts, r.prompt_tokens, r.completion_tokens, r.latent_steps)

@@ -184,12 +184,26 @@ def test_batch_equals_one_by_one_when_rows_stop_early(tiny_qwen3):
     stop = free.token_ids[0][2]  # make row 0's third token a stop token: row 0 ends after two tokens
     assert stop not in free.token_ids[0][:2]
     engine.stop_ids = {stop}
-    _, batch = _prefill_think_decode(engine, prompts, steps=2, max_new_tokens=8)
+    rows_per_forward: list[int] = []
+    hook = engine.model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: rows_per_forward.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        _, batch = _prefill_think_decode(engine, prompts, steps=2, max_new_tokens=8)
+    finally:
+        hook.remove()
     lengths = [len(ids) for ids in batch.token_ids]
     assert lengths[0] == 2 and max(lengths) > 2  # rows really finish at different steps
+    # a stopped row leaves the batch: after row 0's stop token the decoding forwards run the other rows only
+    decoding = rows_per_forward[1 + 2:]  # after the prefill and the latent steps
+    assert decoding[:2] == [3, 3] and decoding[2] == 2 and len(decoding) == max(lengths)
     for r, prompt in enumerate(prompts):
         _, one = _prefill_think_decode(engine, [prompt], steps=2, max_new_tokens=8)
         assert batch.token_ids[r] == one.token_ids[0], f"row {r}"
+        assert batch.truncated[r] == one.truncated[0]
+        # the row's real slots hold what one-by-one holds (keys and values of its generated tokens too)
+        real, real_one = batch.context.valid[r], one.context.valid[0]
+        for x, y in zip((*batch.context.keys, *batch.context.values), (*one.context.keys, *one.context.values)):
+            assert rel_err(x[r][:, real], y[0][:, real_one]) < 1e-4
     # Finished rows add padding slots only: real slots = prompt + latent steps + tokens generated.
     n_real = batch.context.valid.sum(dim=1).tolist()
     n_prompt = [int(engine.tokenize([p])[1].sum()) for p in prompts]

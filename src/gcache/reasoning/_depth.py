@@ -1,7 +1,8 @@
 """Batching by depth: the local agents of one depth of a plan run as one batch, their rows stacked.
 
 Agents at the same depth of the plan's DAG do not read each other, so their prefills, latent steps and decoding can
-share forwards: node ``k`` of a group owns rows ``k*b .. (k+1)*b`` of the stacked batch (``b`` questions). Each
+share forwards: node ``k`` of a group owns rows ``k*b .. (k+1)*b`` of the stacked batch (``b`` questions). Nodes of
+several plans batch the same way (:meth:`GraphExecutor.run_many`), each owning its plan's rows in turn. Each
 node's received context is left-padded to the longest one with masked slots (:meth:`KVMessage.stack`) and its fuser
 bias shifted with it. Afterwards exactly the slots the stacking added are dropped again, so every node ends with
 the message it would have had on its own: same slots, same positions, and values equal up to the order of float
@@ -81,7 +82,7 @@ def stack_contexts(contexts: list[KVMessage], biases: list[torch.Tensor | None],
     return ctx, torch.cat(rows, dim=1)  # [l, k*b, s]
 
 
-def unstack_context(ctx: KVMessage, k: int, batch: int, received: list[int], prompt: list[int]) -> KVMessage:
+def unstack_context(ctx: KVMessage, k: int, rows: slice, received: list[int], prompt: list[int]) -> KVMessage:
     """Node ``k``'s rows of a stacked context, without the slots the stacking added.
 
     The stacked context is ``[received (max_j received_j) | prompt (max_j prompt_j) | what followed]``; node ``k``
@@ -90,13 +91,13 @@ def unstack_context(ctx: KVMessage, k: int, batch: int, received: list[int], pro
     dropped.
 
     Args:
-        ctx (KVMessage): the stacked context, ``[len(received) * batch, s]``.
+        ctx (KVMessage): the stacked context.
         k (int): which node.
-        batch (int): ``b``, rows per node.
+        rows (slice): node ``k``'s rows of ``ctx``.
         received (list[int]): received slots of each node.
         prompt (list[int]): longest prompt (tokens) among each node's rows.
     """
     n_recv, n_prompt = max(received), max(prompt)
     slot = torch.arange(ctx.length, device=ctx.valid.device)
     added = (slot < n_recv - received[k]) | ((slot >= n_recv) & (slot < n_recv + n_prompt - prompt[k]))
-    return ctx.rows(slice(k * batch, (k + 1) * batch)).select(~added)
+    return ctx.rows(rows).select(~added)

@@ -25,6 +25,7 @@ import torch
 from gcache.models._dispatch import execution_device, layer_devices
 from gcache.modules.attention import build_attention_mask
 from gcache.modules.kv_message import KVMessage, SlotKind
+from gcache.reasoning._decoding import DecodeCache
 
 logger = logging.getLogger(__name__)
 
@@ -411,29 +412,46 @@ class LatentEngine:
                fuser_bias: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Decoded:
         """Decode text from a context whose last slot produced ``first_logits [b, v]``.
 
-        Rows stop at a stop token; finished rows keep stepping (masked as padding) until all stop.
+        The context is copied once into a :class:`~gcache.reasoning._decoding.DecodeCache` that each token writes in
+        place; a row leaves the batch when it stops, so the steps after it run only the rows still decoding. The
+        context handed back is what stepping every row to the end would give: a stopped row ends in padding slots.
         """
         b = ctx.batch_size
-        done = torch.zeros(b, dtype=torch.bool, device=first_logits.device)
         generated: list[list[int]] = [[] for _ in range(b)]
-        logits = first_logits
+        truncated = [True] * b  # until the row produces a stop token within the cap
         first_stop_prob = self.stop_probability(first_logits)
         stop = torch.tensor(sorted(self.stop_ids), device=first_logits.device, dtype=torch.long)
+        cache = DecodeCache(ctx, ctx.length + cfg.max_new_tokens, fuser_bias)
+        logits = first_logits  # [a, v]: the rows still decoding
         for _ in range(cfg.max_new_tokens):
-            next_ids = sample_next_token(logits, cfg.temperature, cfg.top_p, generator)  # [b]
-            is_stop = torch.isin(next_ids, stop)
-            for row in (~done & ~is_stop).nonzero(as_tuple=True)[0].tolist():
-                generated[row].append(int(next_ids[row]))
-            done = done | is_stop
-            if bool(done.all()):
+            next_ids = sample_next_token(logits, cfg.temperature, cfg.top_p, generator)  # [a]
+            is_stop = torch.isin(next_ids, stop)  # [a]
+            for row, token, stopped in zip(cache.rows, next_ids.tolist(), is_stop.tolist()):
+                if stopped:
+                    truncated[row] = False
+                else:
+                    generated[row].append(token)
+            if bool(is_stop.all()):
                 break
-            step_valid = ~done[:, None]  # [b, 1]: finished rows add a padding slot
-            ctx, _, logits = self.extend(ctx, self.embed(next_ids[:, None]), step_valid, SlotKind.GENERATED,
-                                         fuser_bias)
+            if bool(is_stop.any()):
+                cache.drop(is_stop)
+                next_ids = next_ids[~is_stop]
+            logits = self._decode_step(cache, next_ids)
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
-        truncated = (~done).tolist()  # rows that never produced a stop token within the cap
-        return Decoded(texts=texts, token_ids=generated, context=ctx, truncated=truncated,
+        return Decoded(texts=texts, token_ids=generated, context=cache.message(), truncated=truncated,
                        first_stop_prob=first_stop_prob)
+
+    def _decode_step(self, cache: DecodeCache, token_ids: torch.Tensor) -> torch.Tensor:
+        """Run ``token_ids [a]`` (one per row still decoding) as the next slot of ``cache``; their logits ``[a, v]``."""
+        key_valid, positions = cache.step_inputs()  # [a, n + 1], [a, 1]
+        inputs_embeds = self.embed(token_ids[:, None])  # [a, 1, d]
+        mask = build_attention_mask(key_valid, 1, inputs_embeds.dtype)  # [a, 1, 1, n + 1]
+        extra = {"fuser_bias": cache.fuser_bias} if cache.fuser_bias is not None else {}
+        extra[self._cache_arg] = cache.cache
+        out = self.model.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
+                                       use_cache=True, **extra)
+        cache.advance()
+        return self.model.get_output_embeddings()(out.last_hidden_state[:, -1])  # [a, v]
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()

@@ -147,6 +147,11 @@ class PendingRun:
     traces: list[RowTrace]
     outputs: list[_NodeOutput | None]
 
+    @property
+    def finals(self) -> set[int]:
+        """The nodes whose text is an answer: the decision node, or the voters of a majority vote."""
+        return {len(self.plan.nodes) - 1, *self.plan.voters}
+
     def keep_rows(self, rows: Sequence[int]) -> "PendingRun":
         """The same run for the questions ``rows`` only (their messages, texts, soft-edge terms and traces)."""
         index = torch.tensor(list(rows), dtype=torch.long)
@@ -215,6 +220,30 @@ class GraphExecutor:
             traces, _ = self.rollout(plan, questions, edge_log_probs=edge_log_probs)
         return traces
 
+    def run_many(self, jobs: Sequence[tuple[Plan, Sequence[str], dict | None]]) -> list[list[RowTrace]]:
+        """Run several plans, each for its own questions, sharing forwards across them (no gradients).
+
+        ``jobs`` holds ``(plan, questions, edge_log_probs)``. Every plan runs its depth groups in order; the local
+        groups that are next in every plan run together, one batch per kind (latent or text), their rows stacked
+        plan after plan. A batch of questions that drew different graphs thus costs about what one graph costs.
+
+        Returns:
+            list[list[RowTrace]]: per job, one trace per question.
+
+        Raises:
+            ContextOverflowError: some row does not fit (the rows it names are of the stacked batch when several
+                plans ran together: run the jobs one by one with :meth:`run` to know which questions).
+        """
+        runs = [PendingRun(plan, list(questions), soft, [RowTrace() for _ in questions], [None] * len(plan.nodes))
+                for plan, questions, soft in jobs]
+        for run in runs:
+            self._check(run.plan)
+        with torch.no_grad():
+            self._run_nodes(runs)
+        for run in runs:
+            self._set_answers(run)
+        return [run.traces for run in runs]
+
     def answer_nll(self, plan: Plan, questions: Sequence[str], targets: Sequence[str],
                    edge_log_probs: dict[tuple[int, int], torch.Tensor] | None = None,
                    through_graph: bool = True) -> torch.Tensor:
@@ -255,8 +284,7 @@ class GraphExecutor:
             run = PendingRun(plan, list(questions), edge_log_probs, [RowTrace() for _ in questions],
                              [None] * len(plan.nodes))
             if decode:
-                self._run_nodes(plan, len(plan.nodes), run.questions, run.outputs, run.traces,
-                                {len(plan.nodes) - 1, *plan.voters}, edge_log_probs)
+                self._run_nodes([run])
                 self._set_answers(run)
             return run.traces, None
         if len(targets) != len(questions):
@@ -279,7 +307,7 @@ class GraphExecutor:
                          [None] * len(plan.nodes))
         last = len(plan.nodes) - 1
         with torch.set_grad_enabled(torch.is_grad_enabled() and through_graph):
-            self._run_nodes(plan, last, run.questions, run.outputs, run.traces, {last, *plan.voters}, edge_log_probs)
+            self._run_nodes([run], last)
         return run
 
     def score(self, run: PendingRun, targets: Sequence[str]) -> torch.Tensor:
@@ -306,7 +334,7 @@ class GraphExecutor:
             done = False
             if len(stacked) > 1:
                 try:
-                    self._decide_stacked(stacked)
+                    self._run_local([(run, len(run.plan.nodes) - 1) for run in stacked])
                     done = True
                 except ContextOverflowError:  # decide them one run at a time below, which names the rows
                     pass
@@ -319,8 +347,7 @@ class GraphExecutor:
                         run.outputs[last] = self._run_api_node(run.plan, last, run.plan.nodes[last], run.questions,
                                                                run.outputs, run.traces, True, run.edge_log_probs)
                     else:
-                        self._run_local(run.plan, [last], run.questions, run.outputs, run.traces,
-                                        {last, *run.plan.voters}, run.edge_log_probs)
+                        self._run_local([(run, last)])
                 except ContextOverflowError as err:  # the other runs still answer; this one is left unanswered
                     first_error = first_error or err
         for run in runs:
@@ -328,27 +355,6 @@ class GraphExecutor:
                 self._set_answers(run)
         if first_error is not None:
             raise first_error
-
-    def _decide_stacked(self, runs: list[PendingRun]) -> None:
-        """The local decision nodes of several runs as one batch (run ``k`` owns its rows, in order)."""
-        contexts, biases, prompts = [], [], []
-        for run in runs:
-            last = len(run.plan.nodes) - 1
-            node = run.plan.nodes[last]
-            ctx, bias, peers = self._gather(run.plan, last, node, len(run.questions), run.outputs, run.edge_log_probs)
-            contexts.append(ctx)
-            biases.append(bias)
-            prompts += self._prompts(node, run.questions, peers, ctx.length > 0, True)
-        ctx, bias = stack_contexts(contexts, biases, self.engine.num_layers)
-        ctx_p, _, logits, n_prompt = self.engine.prefill(ctx, prompts, bias, headroom=self.decode_cfg.max_new_tokens)
-        out = self.engine.decode(ctx_p, logits, self.decode_cfg, bias, self.generator)
-        row = 0
-        for run in runs:
-            for r, trace in enumerate(run.traces, start=row):
-                trace.prompt_tokens += int(n_prompt[r])
-            run.outputs[-1] = _NodeOutput(texts=self._record_decoded(run.traces, out, row, run.plan.nodes[-1].label,
-                                                                     final=True))
-            row += len(run.traces)
 
     def _set_answers(self, run: PendingRun) -> None:
         for r, trace in enumerate(run.traces):
@@ -394,60 +400,70 @@ class GraphExecutor:
             for q, p in zip(questions, peers)
         ]
 
-    def _run_nodes(self, plan: Plan, count: int, questions: Sequence[str], outputs: list[_NodeOutput | None],
-                   traces: list[RowTrace], finals: set[int], edge_log_probs) -> None:
-        """Run the first ``count`` nodes into ``outputs``: by depth groups, or node by node."""
-        for group in depth_groups(plan, count, batch=self.batch_by_depth):
-            if plan.nodes[group[0]].backend == "api":
-                (i,) = group
-                outputs[i] = self._run_api_node(plan, i, plan.nodes[i], questions, outputs, traces, i in finals,
-                                                edge_log_probs)
-            else:
-                self._run_local(plan, group, questions, outputs, traces, finals, edge_log_probs)
+    def _run_nodes(self, runs: list[PendingRun], count: int | None = None) -> None:
+        """Run the first ``count`` nodes (default: all) of every run into its outputs, in waves: wave ``w`` runs
+        the ``w``-th depth group of every run (:func:`depth_groups`; node by node without ``batch_by_depth``), the
+        local groups of one kind together, each API node on its own."""
+        schedules = [depth_groups(run.plan, count, batch=self.batch_by_depth) for run in runs]
+        for wave in range(max((len(groups) for groups in schedules), default=0)):
+            local: dict[str, list[tuple[PendingRun, int]]] = {}  # kind -> (run, node) units
+            for run, groups in zip(runs, schedules):
+                if wave >= len(groups):
+                    continue
+                group = groups[wave]
+                if run.plan.nodes[group[0]].backend == "api":
+                    (i,) = group
+                    run.outputs[i] = self._run_api_node(run.plan, i, run.plan.nodes[i], run.questions, run.outputs,
+                                                        run.traces, i in run.finals, run.edge_log_probs)
+                else:
+                    local.setdefault(run.plan.nodes[group[0]].kind, []).extend((run, i) for i in group)
+            for units in local.values():
+                self._run_local(units)
 
-    def _run_local(self, plan: Plan, group: list[int], questions: Sequence[str], outputs: list[_NodeOutput | None],
-                   traces: list[RowTrace], finals: set[int], edge_log_probs) -> None:
-        """Local nodes of one kind (one node, or a depth group) as one batch: node ``k`` owns rows ``k*b..``."""
-        b = len(questions)
-        nodes = [plan.nodes[i] for i in group]
-        gathered = [self._gather(plan, i, node, b, outputs, edge_log_probs) for i, node in zip(group, nodes)]
-        prompts = [p for i, node, (ctx, _, peers) in zip(group, nodes, gathered)
-                   for p in self._prompts(node, questions, peers, ctx.length > 0, i in finals)]
+    def _run_local(self, units: list[tuple[PendingRun, int]]) -> None:
+        """Local nodes of one kind as one batch; unit ``(run, i)`` is node ``i`` of ``run`` and owns the next
+        ``len(run.questions)`` rows (one node, a depth group, or the nodes of several runs)."""
+        spans, gathered, prompts = [], [], []
+        row = 0
+        for run, i in units:
+            b, node = len(run.questions), run.plan.nodes[i]
+            g = self._gather(run.plan, i, node, b, run.outputs, run.edge_log_probs)
+            gathered.append(g)
+            prompts += self._prompts(node, run.questions, g[2], g[0].length > 0, i in run.finals)
+            spans.append(slice(row, row + b))
+            row += b
         ctx, bias = stack_contexts([g[0] for g in gathered], [g[1] for g in gathered], self.engine.num_layers)
-        headroom = self.latent_steps if nodes[0].kind == "latent" else self.decode_cfg.max_new_tokens
+        latent = units[0][0].plan.nodes[units[0][1]].kind == "latent"
+        headroom = self.latent_steps if latent else self.decode_cfg.max_new_tokens
         try:
             ctx_p, hidden, logits, n_prompt = self.engine.prefill(ctx, prompts, bias, headroom=headroom)
-        except ContextOverflowError as err:  # stacked rows k*b + r -> question r
-            raise err.for_questions(b) from None
+        except ContextOverflowError as err:
+            if len({id(run) for run, _ in units}) == 1:  # stacked rows k*b + r -> question r of that run
+                raise err.for_questions(len(units[0][0].questions)) from None
+            raise
         n_prompt = n_prompt.tolist()
-        for k in range(len(group)):
-            for r, trace in enumerate(traces):
-                trace.prompt_tokens += n_prompt[k * b + r]
-        if nodes[0].kind == "latent":
-            steps: list[torch.Tensor] | None = [] if self.diagnostics else None
-            ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias, record=steps)
-            top = self.engine.top_tokens(steps) if steps else None  # [k * b rows][steps]
-            received = [g[0].length for g in gathered]
-            longest_prompt = [max(n_prompt[k * b:(k + 1) * b]) for k in range(len(group))]
-            for k, i in enumerate(group):
-                own = unstack_context(ctx_l, k, b, received, longest_prompt) if len(group) > 1 else ctx_l
-                outputs[i] = _NodeOutput(message=own.message(plan.message, own_start=received[k]))
-                for r, trace in enumerate(traces):
-                    trace.latent_steps += self.latent_steps
-                    if top is not None:
-                        trace.latent_top_tokens[nodes[k].label] = top[k * b + r]
+        for (run, _), span in zip(units, spans):
+            for trace, n in zip(run.traces, n_prompt[span]):
+                trace.prompt_tokens += n
+        if not latent:
+            with torch.no_grad():
+                out = self.engine.decode(ctx_p, logits.detach(), self.decode_cfg, bias, self.generator)
+            for (run, i), span in zip(units, spans):
+                run.outputs[i] = _NodeOutput(texts=self._record_decoded(run.traces, out, span.start,
+                                                                        run.plan.nodes[i].label, final=i in run.finals))
             return
-        self._decode_group(plan, group, ctx_p, logits, bias, traces, outputs, finals)
-
-    def _decode_group(self, plan: Plan, group: list[int], ctx_p: KVMessage, logits: torch.Tensor, bias,
-                      traces: list[RowTrace], outputs: list[_NodeOutput | None], finals: set[int]) -> None:
-        """Decode the text nodes of ``group`` (node ``k`` owns rows ``k*b..``) from their prefilled prompts."""
-        b = len(traces)
-        with torch.no_grad():
-            out = self.engine.decode(ctx_p, logits.detach(), self.decode_cfg, bias, self.generator)
-        for k, i in enumerate(group):
-            outputs[i] = _NodeOutput(texts=self._record_decoded(traces, out, k * b, plan.nodes[i].label,
-                                                                final=i in finals))
+        steps: list[torch.Tensor] | None = [] if self.diagnostics else None
+        ctx_l, _ = self.engine.think(ctx_p, hidden, self.latent_steps, bias, record=steps)
+        top = self.engine.top_tokens(steps) if steps else None  # [stacked rows][steps]
+        received = [g[0].length for g in gathered]
+        longest_prompt = [max(n_prompt[span]) for span in spans]
+        for k, ((run, i), span) in enumerate(zip(units, spans)):
+            own = unstack_context(ctx_l, k, span, received, longest_prompt) if len(units) > 1 else ctx_l
+            run.outputs[i] = _NodeOutput(message=own.message(run.plan.message, own_start=received[k]))
+            for r, trace in zip(range(span.start, span.stop), run.traces):
+                trace.latent_steps += self.latent_steps
+                if top is not None:
+                    trace.latent_top_tokens[run.plan.nodes[i].label] = top[r]
 
     @staticmethod
     def _record_decoded(traces: list[RowTrace], out: Decoded, start: int, label: str, *, final: bool) -> list[str]:
@@ -495,8 +511,9 @@ class GraphExecutor:
                 trace.completion_tokens += len(out.token_ids[r])
             peers = [p + [(LATENT_TEAM, t)] for p, t in zip(peers, out.texts)]
             return _NodeOutput(texts=self._call_api(node, questions, peers, True, traces)), nll
-        self._decode_group(plan, [i], ctx_p, logits, bias, traces, outputs, {i})
-        return outputs[i], nll
+        with torch.no_grad():
+            out = self.engine.decode(ctx_p, logits.detach(), self.decode_cfg, bias, self.generator)
+        return _NodeOutput(texts=self._record_decoded(traces, out, 0, node.label, final=True)), nll
 
     def _run_api_node(self, plan: Plan, i: int, node: NodeSpec, questions: Sequence[str],
                       outputs: list[_NodeOutput | None], traces: list[RowTrace], final: bool,

@@ -202,19 +202,37 @@ class EvalRecipe:
                                    self.cfg.eval_graph)[0] for ex in batch]
 
     def _run_batch(self, batch) -> list[dict]:
-        """Run a batch (each question ``--samples`` times); questions whose graphs differ run in separate groups
-        (a batch shares one plan)."""
+        """Run a batch (each question ``--samples`` times). Questions that drew different graphs run together
+        (:meth:`GraphExecutor.run_many`: the agents of every graph at the same step share forwards); when some
+        question does not fit the context, each graph's group runs again on its own, which names the question."""
         draws = self._draws(batch)
         samples = self.cfg.samples
         traces: list[list] = [[] for _ in batch]
         seconds = [0.0] * len(batch)
-        for members in C.group_by_graph(draws):
-            rows = [i for i in members for _ in range(samples)]  # a question's samples are rows of one batch
-            for i, trace, per_question in self._run_rows(draws, batch, rows):
-                traces[i].append(trace)
-                seconds[i] = per_question
+        groups = [[i for i in members for _ in range(samples)]  # a question's samples are rows of one batch
+                  for members in C.group_by_graph(draws)]
+        results = self._run_together(draws, batch, groups) if len(groups) > 1 else None
+        if results is None:
+            results = [row for rows in groups for row in self._run_rows(draws, batch, rows)]
+        for i, trace, per_question in results:
+            traces[i].append(trace)
+            seconds[i] = per_question
         return [self._record(ex, traces[i], seconds[i], draws[i].graph if draws[i] is not None else None)
                 for i, ex in enumerate(batch)]
+
+    def _run_together(self, draws, batch, groups: list[list[int]]) -> list[tuple[int, object, float]] | None:
+        """Every group's rows in one :meth:`GraphExecutor.run_many`; None when some row does not fit the context."""
+        jobs = []
+        for rows in groups:
+            plan, soft = C.plan_for(self.cfg, self.team, [draws[i] for i in rows])
+            jobs.append((plan, [batch[i].question for i in rows], soft))
+        t0 = time.perf_counter()
+        try:
+            outputs = self.executor.run_many(jobs)
+        except ContextOverflowError:
+            return None
+        per_question = (time.perf_counter() - t0) / len({i for rows in groups for i in rows})
+        return [(i, trace, per_question) for rows, traces in zip(groups, outputs) for i, trace in zip(rows, traces)]
 
     def _run_rows(self, draws, batch, rows: list[int]) -> list[tuple[int, object, float]]:
         """``(question, trace, seconds per question)`` per row; a question that does not fit is its own error.
