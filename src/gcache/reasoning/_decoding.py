@@ -15,6 +15,8 @@ Notation: b = rows at the start, a = rows still decoding, s = context slots, c =
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from gcache.modules.kv_message import KVMessage, SlotKind
@@ -22,8 +24,9 @@ from gcache.modules.kv_message import KVMessage, SlotKind
 __all__ = ["DecodeCache"]
 
 
+@functools.cache
 def _in_place_layer_class():
-    """A transformers cache layer over a preallocated buffer (built lazily: transformers imports late here)."""
+    """A transformers cache layer over a preallocated buffer (built once, on first use: transformers imports late)."""
     from transformers.cache_utils import DynamicLayer
 
     class InPlaceLayer(DynamicLayer):
