@@ -1,38 +1,46 @@
-"""Does a learned graph with a trained CacheFuser beat fixed teams? G-cache against every baseline on held-out GSM8K.
+"""Is a trained G-cache team ever worse than one agent, and is it better? G-cache against every baseline on held-out
+GSM8K questions.
 
 One command, resumable (each row is a ``gcache eval`` folder under ``--out``; training resumes from its last step):
 
-    python benchmarks/gcache_vs_baselines.py --model qwen2.5-coder-0.5b --test 100 --train 64 --steps 8 \\
-        --out runs/vs_baselines
+    OMP_NUM_THREADS=1 python benchmarks/gcache_vs_baselines.py --model qwen2.5-coder-0.5b --test 300 --train 64 \\
+        --steps 8 --out runs/vs_baselines
 
-Protocol: ``gcache train`` reads the first ``--train`` questions of GSM8K's *train* split only; every row is
-evaluated on the same first ``--test`` questions of the *test* split (the checkpoint records its training questions
-and evaluation refuses any overlap). Nothing is tuned on the test questions. Rows:
+Protocol: ``gcache train`` reads the first ``--train`` questions of GSM8K's *train* split only (utility: the decoded
+answer is right, K graphs per question, leave-one-out baseline); every row is evaluated on the same first ``--test``
+questions of the *test* split (the checkpoint records its training questions and evaluation refuses any overlap).
+Nothing is tuned on the test questions. Rows:
 
-* ``single``: one solver; ``text_chain``: planner -> critic -> refiner -> judger passing text;
-* ``latentmas_seq``: the LatentMAS sequential team passing KV-caches of latent thoughts;
-* ``gdesigner``: the G-Designer text graph of the prompt set's four roles, initial (untrained) GNN, local model;
-* ``gcache (untrained)``: the same initial graph policy, latent agents, a neutral fuser (exact concatenation);
+* ``single``: one solver, greedy;
+* ``self_consistency``: ``--votes`` solver answers sampled at ``--sc-temperature`` / ``--sc-top-p`` and
+  majority-voted; the table shows SC@k for every k up to the votes from this one run (the first k votes of
+  independent samples are a k-vote run);
+* ``text_chain``: planner -> critic -> refiner -> judger passing text; ``latentmas_seq``: the LatentMAS sequential
+  team passing KV-caches of latent thoughts;
+* ``gcache (untrained)``: the initial policy (it answers alone with probability ``--alone-prob``), a neutral fuser;
 * ``gcache (trained)``: after ``--steps`` steps of ``gcache train``.
 
-Learned rows run the seeded sample of their policy per question (``--eval-graph sample``, as G-Designer evaluates).
-Columns: accuracy with a Wilson 95% interval, wins/losses against ``single`` on the same questions, generated
-tokens, latent steps and seconds per question, and the diagnostics (answers cut at the token cap, empty, echoing the
-prompt; the answering agent's mean first-step probability of ending its turn). A second table gives the held-out
-gold-answer NLL of the untrained and trained G-cache teams. Writes ``OUT/table.md``.
+Learned rows run the seeded sample of their policy per question. Columns: accuracy with a Wilson 95% interval;
+paired wins/losses with the exact sign test against ``single`` and against self-consistency at matched generated
+tokens (the SC@k whose tokens per question are nearest the row's); the oracle of per-question gating between
+``single`` and the row (right when either is: what choosing per question could reach at best); the share of
+questions answered alone; generated tokens, latent steps and seconds per question; diagnostics. Every number
+comes from :mod:`gcache.scoring.aggregation`, the code ``gcache eval``'s summary uses. Writes ``OUT/table.md``.
 
-Several machines: ``--shard i/n`` runs every n-th test question of each row into the same ``OUT`` (see
-docs/scale-out.md). Shards only evaluate: train first (this script without ``--shard``, or ``gcache train`` under
-torchrun into ``OUT/train``); the held-out NLL table comes from a final run without ``--shard``, which finds every
-row done and computes only that.
+``--export DIR`` writes what the table rests on: each row's records gzipped, the table, the training history and
+convergence, and the trained team's weights (``DIR/team.pt``: its state dict and config, a few KB).
+
+Several machines or cores: ``--shard i/n`` runs every n-th test question of each row into the same ``OUT`` (see
+docs/scale-out.md). Shards only evaluate: train first (this script without ``--shard``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
-import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -41,21 +49,12 @@ from gcache.config import RunConfig
 from gcache.io import ResultStore
 from gcache.recipes import _components as C
 from gcache.recipes.eval import EvalRecipe
-from gcache.recipes.train import TrainRecipe, answer_target
-from gcache.training.team import seeded_generator
+from gcache.recipes.train import TrainRecipe
+from gcache.scoring.aggregation import (accuracy, majority_at, majority_tokens_at, oracle, paired,
+                                        share_alone)
 
-ROWS = ("single", "latentmas_seq", "gcache_untrained", "gcache_trained", "text_chain", "gdesigner")
+ROWS = ("single", "self_consistency", "text_chain", "latentmas_seq", "gcache_untrained", "gcache_trained")
 LABELS = {"gcache_untrained": "gcache (untrained)", "gcache_trained": "gcache (trained)"}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion ``k / n``."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def row_config(row: str, args, out: Path) -> RunConfig:
@@ -65,6 +64,11 @@ def row_config(row: str, args, out: Path) -> RunConfig:
                   shard=args.shard, out=str(out / row))
     if row == "gcache_trained":
         return RunConfig(method=method, checkpoint=str(out / "train"), **common)
+    if row == "gcache_untrained":
+        return RunConfig(method=method, alone_prob=args.alone_prob, **common)
+    if row == "self_consistency":
+        return RunConfig(method=method, votes=args.votes, temperature=args.sc_temperature, top_p=args.sc_top_p,
+                         **common)
     return RunConfig(method=method, **common)
 
 
@@ -72,68 +76,101 @@ def train_config(args, out: Path) -> RunConfig:
     return RunConfig(method="gcache", model=args.model, data=args.train_data, split="train", limit=args.train,
                      batch_size=args.batch_size, steps=args.steps, samples_per_question=args.samples,
                      max_new_tokens=args.max_new_tokens, latent_steps=args.latent_steps, seed=args.seed,
-                     out=str(out / "train"))
+                     alone_prob=args.alone_prob, out=str(out / "train"))
 
 
 def run_row(cfg: RunConfig) -> None:
     recipe = EvalRecipe(cfg)
-    recipe.setup()
-    recipe.run()
-    recipe.cleanup()
+    try:
+        recipe.setup()
+        recipe.run()
+    finally:
+        recipe.cleanup()
 
 
-def heldout_nll(cfg: RunConfig) -> float:
-    """Mean gold-answer NLL at the decision node over the row's questions, on the graphs evaluation ran."""
-    recipe = EvalRecipe(cfg)
-    recipe.setup()
-    if getattr(recipe, "executor", None) is None:  # a finished folder: setup loaded no model
-        recipe._build_agents(C.load_prompt_set(cfg))
-    total = 0.0
-    with torch.no_grad():
-        for ex in recipe.examples:
-            draw = recipe.team.draw(ex.question, [seeded_generator(cfg.seed, "eval-graph")], cfg.eval_graph)[0]
-            plan, soft = C.plan_for(cfg, recipe.team, [draw])
-            total += float(recipe.executor.answer_nll(plan, [ex.question], [answer_target(recipe.task, ex)], soft,
-                                                      through_graph=False).mean())
-    return total / len(recipe.examples)
+def load_rows(out: Path) -> dict[str, list[dict]]:
+    rows = {row: list(ResultStore(out / row).load().values()) for row in ROWS if (out / row).is_dir()}
+    return {row: recs for row, recs in rows.items() if recs}
 
 
-def load_rows(out: Path) -> dict[str, dict[str, dict]]:
-    return {row: ResultStore(out / row).load() for row in ROWS if (out / row).is_dir()}
+def sc_rows(records: list[dict]) -> dict[str, list[dict]]:
+    """SC@k for every k the votes allow, as records of their own (``correct`` and ``completion_tokens`` of the
+    first k votes)."""
+    k_max = min(len(r["votes"]) for r in records)
+    return {f"SC@{k}": [{**r, "correct": majority_at(r, k), "completion_tokens": majority_tokens_at(r, k)}
+                        for r in records] for k in range(1, k_max + 1)}
 
 
-def table(out: Path, n_test: int, nll: dict[str, float]) -> str:
+def _mean(records: list[dict], key: str) -> float:
+    return sum(r.get(key) or 0 for r in records) / len(records)
+
+
+def table(out: Path, n_test: int) -> str:
     rows = load_rows(out)
-    base = rows.get("single", {})
-    lines = ["| method | n | accuracy | Wilson 95% | wins / losses vs single | generated tokens / q | latent steps / q "
-             "| s / q | cut at cap | empty | echoed | judge p(stop) at step 1 |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in ROWS:
-        if row not in rows:
-            continue
-        recs = list(rows[row].values())
-        n = len(recs)
-        if not n:  # started, nothing finished yet
-            continue
-        k = sum(r["correct"] for r in recs)
-        lo, hi = wilson(k, n)
-        paired = [(r["correct"], base[i]["correct"]) for i, r in rows[row].items() if i in base]
-        wins = sum(a and not b for a, b in paired)
-        losses = sum(b and not a for a, b in paired)
-        mean = lambda key: sum(r.get(key) or 0 for r in recs) / n  # noqa: E731
+    shown: dict[str, list[dict]] = {}
+    for row, recs in rows.items():
+        if row == "self_consistency":
+            shown.update(sc_rows(recs))
+        else:
+            shown[LABELS.get(row, row)] = recs
+    base = rows.get("single", [])
+    sc = {k: v for k, v in shown.items() if k.startswith("SC@")}
+    lines = ["| method | n | accuracy | Wilson 95% | vs single: W / L (p) | vs SC at matched tokens: W / L (p) "
+             "| oracle(single, row) | answered alone | generated tokens / q | latent steps / q | s / q | cut at cap "
+             "| empty |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, recs in shown.items():
+        acc = accuracy(recs)
+        tokens = _mean(recs, "completion_tokens")
+        vs_single = "—" if label == "single" or not base else _paired(recs, base)
+        gate = "—" if label == "single" or not base else f"{oracle(base, recs).rate:.3f}"
+        matched = "—"
+        if sc and not label.startswith("SC@"):
+            k = min(sc, key=lambda name: abs(_mean(sc[name], "completion_tokens") - tokens))
+            matched = f"{k}: {_paired(recs, sc[k])}"
+        alone = share_alone(recs)
         diag = [r.get("diagnostics") or {} for r in recs]
-        stop = [d["judge_stop_prob"] for d in diag if d.get("judge_stop_prob") is not None]
-        count = lambda key: sum(bool(d.get(key)) for d in diag)  # noqa: E731
         lines.append(
-            f"| {LABELS.get(row, row)} | {n}{'' if n == n_test else f' of {n_test}'} | {k / n:.3f} ({k}/{n}) | "
-            f"[{lo:.3f}, {hi:.3f}] | {'—' if row == 'single' else f'{wins} / {losses}'} | "
-            f"{mean('completion_tokens'):.1f} | {mean('latent_steps'):.1f} | {mean('seconds'):.1f} | "
-            f"{count('truncated')} | {count('empty')} | {count('echoed')} | "
-            f"{f'{sum(stop) / len(stop):.3f}' if stop else '—'} |")
-    if nll:
-        lines += ["", "| gcache team | held-out gold-answer NLL (mean over the test questions) |", "|---|---:|"]
-        lines += [f"| {LABELS[k]} | {v:.4f} |" for k, v in nll.items()]
-    return "\n".join(lines) + "\n"
+            f"| {label} | {acc.n}{'' if acc.n == n_test else f' of {n_test}'} | {acc.rate:.3f} ({acc.correct}/{acc.n}) "
+            f"| [{acc.low:.3f}, {acc.high:.3f}] | {vs_single} | {matched} | {gate} | "
+            f"{'—' if alone is None else f'{alone:.2f}'} | {tokens:.1f} | {_mean(recs, 'latent_steps'):.1f} | "
+            f"{_mean(recs, 'seconds') if not label.startswith('SC@') else _mean(rows['self_consistency'], 'seconds'):.1f}"
+            f" | {sum(bool(d.get('truncated')) for d in diag)} | {sum(bool(d.get('empty')) for d in diag)} |")
+    return "\n".join(lines) + "\n" + _training_note(out)
+
+
+def _paired(first: list[dict], second: list[dict]) -> str:
+    p = paired(first, second)
+    return f"{p.wins} / {p.losses} ({p.p:.2g})"
+
+
+def _training_note(out: Path) -> str:
+    path = out / "train" / "convergence.json"
+    if not path.is_file():
+        return ""
+    conv = json.loads(path.read_text())
+    groups = ", ".join(f"{g} {r:.2f}" for g, r in conv["groups"].items())
+    return (f"\nTraining {'converged' if conv['converged'] else 'did NOT converge'}: mean Adam step ratio over the "
+            f"last {conv['window']} steps (1 = still moving at full rate; converged below {conv['threshold']}): "
+            f"{groups}.\n")
+
+
+def export(out: Path, dest: Path) -> None:
+    """Write what the table rests on into ``dest``: records (gzipped), table, training history, team weights."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for row, recs in load_rows(out).items():
+        with gzip.open(dest / f"{row}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for r in sorted(recs, key=lambda r: r["id"]):
+                f.write(json.dumps(r) + "\n")
+    shutil.copyfile(out / "table.md", dest / "table.md")
+    train = out / "train"
+    for name in ("history.json", "convergence.json"):
+        if (train / name).is_file():
+            shutil.copyfile(train / name, dest / name)
+    if (train / C.CHECKPOINT_NAME).is_file():
+        ckpt = C.load_checkpoint(train)
+        torch.save({k: ckpt[k] for k in ("team", "config", "agents", "role_names", "train_question_hashes", "step")},
+                   dest / "team.pt")
 
 
 def main() -> None:
@@ -142,10 +179,14 @@ def main() -> None:
     p.add_argument("--train-data", default="../shared/data/gsm8k/train.jsonl")
     p.add_argument("--test-data", default="../shared/data/gsm8k/test.jsonl")
     p.add_argument("--train", type=int, default=64, help="training questions (first N of the train split)")
-    p.add_argument("--test", type=int, default=100, help="test questions (first N of the test split)")
+    p.add_argument("--test", type=int, default=300, help="test questions (first N of the test split)")
     p.add_argument("--steps", type=int, default=8,
                    help="training steps (8 steps of --batch-size 8: one pass over 64 training questions)")
     p.add_argument("--samples", type=int, default=4, help="graphs per training question")
+    p.add_argument("--alone-prob", type=float, default=0.75, help="the untrained policy's P(answer alone)")
+    p.add_argument("--votes", type=int, default=5, help="self-consistency votes (SC@1 .. SC@votes from one run)")
+    p.add_argument("--sc-temperature", type=float, default=0.7)
+    p.add_argument("--sc-top-p", type=float, default=0.95)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--latent-steps", type=int, default=4)
@@ -153,35 +194,32 @@ def main() -> None:
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS, help="rows to run (default all)")
     p.add_argument("--table-only", action="store_true", help="print the table of what has run, run nothing")
     p.add_argument("--out", default="runs/vs_baselines")
-    p.add_argument("--shard", help="i/n: this machine's share of every row's test questions (evaluation only)")
+    p.add_argument("--export", help="folder to write the records (gzipped), table and trained team into")
+    p.add_argument("--shard", help="i/n: this process's share of every row's test questions (evaluation only)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    nll_path = out / "heldout_nll.json"
-    nll = json.loads(nll_path.read_text()) if nll_path.is_file() else {}
     if not args.table_only:
         for row in args.rows:
             if row == "gcache_trained" and args.shard:
                 ckpt = out / "train" / C.CHECKPOINT_NAME
-                if not ckpt.is_file() or torch.load(ckpt, weights_only=False)["step"] < args.steps:
+                if not ckpt.is_file() or C.load_checkpoint(ckpt)["step"] < args.steps:
                     p.error(f"--shard only evaluates: train {ckpt.parent} to {args.steps} steps first (this script "
-                            "without --shard, or gcache train under torchrun)")
+                            "without --shard)")
             elif row == "gcache_trained":
                 trainer = TrainRecipe(train_config(args, out))
-                trainer.setup()
-                trainer.train()
-                trainer.cleanup()
+                try:
+                    trainer.setup()
+                    trainer.train()
+                finally:
+                    trainer.cleanup()
             run_row(row_config(row, args, out))
-            if row.startswith("gcache") and row not in nll and not args.shard:
-                value = heldout_nll(row_config(row, args, out))
-                # re-read: another invocation (``--rows``) may have written its row meanwhile
-                nll = json.loads(nll_path.read_text()) if nll_path.is_file() else {}
-                nll[row] = value
-                nll_path.write_text(json.dumps(nll, indent=1))
-    text = table(out, args.test, nll)
+    text = table(out, args.test)
     (out / "table.md").write_text(text)
     print(text)
+    if args.export:
+        export(out, Path(args.export))
 
 
 if __name__ == "__main__":

@@ -215,7 +215,9 @@ def test_killed_rank_fails_clearly_and_rerun_loses_nothing(tmp_path):
 
 TRAIN = dict(method="gcache", data=str(Path(__file__).parent / "assets" / "tiny_gsm8k_train.jsonl"), split="train",
              limit=3, batch_size=3, samples_per_question=2, agents=3, model="tiny-random-qwen3", max_new_tokens=4,
-             latent_steps=1, soft_edges=True, baseline="ma")  # 3 questions over 2 ranks: an uneven split
+             latent_steps=1, soft_edges=True, baseline="ma",  # 3 questions over 2 ranks: an uneven split
+             # a dense utility and a team that is read, so every parameter group has a gradient to compare
+             utility="loglik", alone_prob=0.01)
 
 
 def train_flags(**settings) -> list[str]:

@@ -35,7 +35,7 @@ MESSAGE_MODES = ("full", "own", "latent")
 #: How several incoming messages are merged: plain concatenation, or the learned CacheFuser bias.
 FUSER_MODES = ("concat", "bias")
 #: Fixed topologies (see :mod:`gcache.graph.presets`).
-PRESETS = ("chain", "sequential", "star", "hierarchical", "complete", "layered", "random", "debate")
+PRESETS = ("chain", "sequential", "star", "hierarchical", "complete", "layered", "random", "debate", "empty")
 #: ``--topology``: the GNN's learned graph or a fixed preset.
 TOPOLOGIES = ("learned", *PRESETS)
 #: How a graph's final answer is formed: a decision agent reads the sinks (``refer``), the last agent answers

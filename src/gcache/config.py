@@ -109,11 +109,15 @@ class RunConfig:
     gnn_temperature: float = 0.25
     eval_graph: str = "sample"
     soft_edges: bool = False
+    alone_prob: float = 0.75  # gcache: the untrained policy's probability that the decision node reads nobody
+    alone_from: str | None = None  # gcache eval: a finished single run whose records answer-alone questions reuse
+    votes: int = 5  # self_consistency: sampled answers per question
     # training
     steps: int = 10
     lr: float = 0.003
     fuser_lr: float = 0.1
-    utility: str = "loglik"
+    read_lr: float = 0.1
+    utility: str = "correct"
     baseline: str = "group"
     samples_per_question: int = 4
     fuser_loss_weight: float = 1.0
@@ -198,7 +202,7 @@ class RunConfig:
         if self.limit is not None and self.limit < 1:
             fail("limit", f"--limit must be at least 1 (got {self.limit}); leave it out to run every question")
         for key in ("batch_size", "max_new_tokens", "rounds", "steps", "samples_per_question", "api_concurrency",
-                    "samples"):
+                    "samples", "votes"):
             if getattr(self, key) < 1:
                 fail(key, f"{_flag(key)} must be at least 1, got {getattr(self, key)}")
         if self.max_context is not None and self.max_context < 1:
@@ -212,9 +216,14 @@ class RunConfig:
             fail("temperature", f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             fail("top_p", f"--top-p must be in (0, 1], got {self.top_p}")
-        for key in ("gnn_temperature", "lr", "fuser_lr", "api_timeout"):
+        for key in ("gnn_temperature", "lr", "fuser_lr", "read_lr", "api_timeout"):
             if not getattr(self, key) > 0:
                 fail(key, f"{_flag(key)} must be positive, got {getattr(self, key)}")
+        if not 0 < self.alone_prob < 1:
+            fail("alone_prob", f"--alone-prob must be in (0, 1), got {self.alone_prob}")
+        if self.method == "self_consistency" and self.temperature == 0:
+            fail("temperature", "--method self_consistency votes over sampled answers: greedy decoding (--temperature "
+                                "0) gives every voter the same answer; use e.g. --temperature 0.7 --top-p 0.95")
         if self.base_url is not None:
             url = urllib.parse.urlparse(self.base_url)
             if url.scheme not in ("http", "https") or not url.netloc:
@@ -326,6 +335,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--eval-graph", dest="eval_graph", choices=GRAPH_MODES,
       help="graph a learned method runs per question: sample (seeded, as G-Designer; default) or map (most "
            "probable DAG)")
+    a("--alone-prob", dest="alone_prob", type=float,
+      help="gcache: probability that the untrained policy's decision node reads nobody, i.e. answers exactly as "
+           "the single agent (default 0.75); training learns when to read the team")
+    a("--votes", type=int, help="self_consistency: sampled answers per question, majority-voted (default 5)")
+    a("--alone-from", dest="alone_from",
+      help="gcache eval: a finished `--method single` run folder (same model, data, decoding and seed); a question "
+           "the policy answers alone takes its record from there instead of running again (exact: answering alone "
+           "is single's plan, node for node)")
     a("--soft-edges", dest="soft_edges", action="store_const", const=True,
       help="add log p(edge) to the fuser bias (training and evaluation alike) so the gold-answer loss trains "
            "the GNN too")
@@ -347,9 +364,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
           help="Adam learning rate of the topology model (default 0.003: at 0.01 or the seed's 0.1 every edge of "
                "MiniLM-featured roles collapses to p=0.02 within a few steps; see docs/method.md)")
         a("--fuser-lr", dest="fuser_lr", type=float, help="Adam learning rate of the CacheFuser (default 0.1)")
+        a("--read-lr", dest="read_lr", type=float,
+          help="Adam learning rate of the read head, which decides whom the decision node reads (default 0.1)")
         a("--utility", choices=UTILITIES,
-          help="what a graph earns: loglik (gold answer's mean token log-likelihood, dense; default), correct "
-               "(1 if right, needs decoding), or correct+loglik")
+          help="what a graph earns: correct (1 if the decoded answer is right; default), loglik (the gold answer's "
+               "mean token log-likelihood as the decision node's first words: dense, but mostly a format score that "
+               "rewards answering without reasoning; see docs/method.md), or correct+loglik")
         a("--baseline", choices=BASELINES,
           help="REINFORCE baseline: group (mean of the other graphs of the question; default), ma (moving "
                "average) or none (the seed's plain -log_prob * utility)")

@@ -70,7 +70,7 @@ LATENT_IDENTITY = ("latent_steps", "realign", "zero_latent_steps")
 GRAPH_IDENTITY = ("prompt_set", "agents", "rounds", "topology", "decision", "embedder", "gnn_temperature",
                   "eval_graph", "checkpoint_sha256")
 #: ``gcache train``: what changes the sequence of optimisation steps (``steps`` may grow on resume).
-TRAINING_IDENTITY = ("limit", "batch_size", "lr", "fuser_lr", "utility", "baseline", "samples_per_question",
+TRAINING_IDENTITY = ("limit", "batch_size", "lr", "fuser_lr", "read_lr", "utility", "baseline", "samples_per_question",
                      "fuser_loss_weight", "fuser_grad", "optimize_spatial", "optimize_temporal")
 
 
@@ -130,7 +130,7 @@ class Method:
         raise MethodError(f"--method {self.name} does not run in --mode {mode}; choose {' or '.join(self.modes)}")
 
     def build_plan(self, mode: str, *, graph: Any = None, roles: Mapping[str, Any] | None = None,
-                   message: str = "full") -> tuple[Any, dict]:
+                   message: str = "full", votes: int = 5) -> tuple[Any, dict]:
         """This method's plan for one question.
 
         Args:
@@ -138,6 +138,7 @@ class Method:
             graph (AgentGraph | None): the question's graph (learned methods).
             roles (Mapping[str, Role] | None): role of each agent name in ``graph`` (learned methods).
             message (str): what latent agents send on. Default is ``"full"``.
+            votes (int): sampled answers of ``self_consistency``. Default is 5.
 
         Returns:
             tuple: ``(Plan, edge_index)`` (see :func:`gcache.reasoning.plans.plan_from_graph`).
@@ -145,7 +146,7 @@ class Method:
         mode = self.check_mode(mode)
         module, _, attr = self.plan.partition(":")
         builder = getattr(importlib.import_module(module), attr)
-        return builder(mode, graph=graph, roles=roles, message=message)
+        return builder(mode, graph=graph, roles=roles, message=message, votes=votes)
 
     def identity_keys(self, mode: str, *, training: bool = False) -> tuple[str, ...]:
         """Settings that must match for a resumed run of this method to continue the same experiment."""
@@ -223,8 +224,12 @@ register_method(Method(
 register_method(Method(
     "gcache", "G-cache: the same learned graph, agents pass KV messages merged by the CacheFuser",
     modes=("local", "hybrid"), learns=True, latent=True, plan=f"{_PLANS}:latent_graph_plan",
-    identity=(*GRAPH_IDENTITY, *LATENT_IDENTITY, "message", "fuser", "soft_edges"),
+    identity=(*GRAPH_IDENTITY, *LATENT_IDENTITY, "message", "fuser", "soft_edges", "alone_prob"),
     passes="KV messages (--message), fused"))
+register_method(Method(
+    "self_consistency", "--votes sampled solver answers, majority-voted (ties: the answer reached first)",
+    modes=("local", "api"), learns=False, latent=False, plan=f"{_PLANS}:self_consistency_plan",
+    identity=("votes",), passes="nothing (independent samples)"))
 
 
 def markdown_table() -> str:

@@ -67,9 +67,11 @@ def test_bias_mode_values_recomputed_by_hand():
     fuser = CacheFuser(num_layers=3, role_names=ROLES, mode="bias")
     kind_w = [[0.3, -4.0, 1.0], [0.0, -2.0, 0.5], [-1.0, 2.0, 0.0]]  # [layer][kind]
     with torch.no_grad():
-        fuser.gates.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        fuser.gates[0].copy_(torch.tensor([0.5, -1.0, 2.0]))  # receiver kind 0: an agent (no decision role given)
         fuser.edge_logits.copy_(torch.arange(16, dtype=torch.float32).reshape(4, 4) / 4 - 2)
-        fuser.kind_logits.copy_(torch.tensor(kind_w))
+        fuser.kind_logits[0].copy_(torch.tensor(kind_w))
+        fuser.gates[1].fill_(-9.0)  # the decision node's own weights: unused here
+        fuser.kind_logits[1].fill_(-9.0)
     ctx, bias = fuser(msgs, ["Critic", "Planner"], "Refiner")
     assert_same_message(ctx, KVMessage.concat(msgs))
     assert bias.shape == (3, 2, 5)
@@ -90,7 +92,7 @@ def test_kind_weights_can_mute_latent_slots_only():
     msgs = [message(4, seed=1, kinds=[P, P, L, L])]
     fuser = CacheFuser(num_layers=3, role_names=ROLES)
     with torch.no_grad():
-        fuser.kind_logits[:, L] = -30.0
+        fuser.kind_logits[..., L] = -30.0
     _, bias = fuser(msgs, ["Planner"], "Judger")
     weights = torch.softmax(bias[0, 1], dim=-1)  # equal raw scores: the bias alone decides
     assert weights[2:].max() < 1e-10 and weights[:2].tolist() == pytest.approx([0.5, 0.5])
@@ -116,13 +118,14 @@ def test_bias_gradients_reach_gates_used_edges_and_present_kinds_only():
     _, bias = fuser([message(2, kinds=[0, 1]), message(1, kinds=[1])], ["Planner", "Critic"], "Judger",
                     edge_log_probs=[log_p, torch.zeros(())])
     (bias * torch.arange(1.0, 4.0)[:, None, None]).sum().backward()
-    assert bool((fuser.gates.grad != 0).all())
+    assert bool((fuser.gates.grad[0] != 0).all()) and bool((fuser.gates.grad[1] == 0).all())  # an agent receiver
     used = torch.zeros(4, 4, dtype=torch.bool)
     used[0, 3] = used[1, 3] = True
     assert bool((fuser.edge_logits.grad[used] != 0).all())
     assert bool((fuser.edge_logits.grad[~used] == 0).all())
-    assert bool((fuser.kind_logits.grad[:, :2] != 0).all())  # prompt and latent slots were present
-    assert bool((fuser.kind_logits.grad[:, 2] == 0).all())  # no generated slot
+    assert bool((fuser.kind_logits.grad[0, :, :2] != 0).all())  # prompt and latent slots were present
+    assert bool((fuser.kind_logits.grad[0, :, 2] == 0).all())  # no generated slot
+    assert bool((fuser.kind_logits.grad[1] == 0).all())
     assert float(log_p.grad) == pytest.approx(2 * (1 + 2 + 3) * 2)  # 2 rows x 2 slots, weighted by layer
 
 
@@ -159,6 +162,23 @@ def test_reset_parameters_and_repr():
             p.fill_(1.5)
     fuser.reset_parameters()
     assert all(bool((p == 0).all()) for p in fuser.parameters())
-    assert fuser.gates.shape == (3,) and fuser.edge_logits.shape == (4, 4) and fuser.kind_logits.shape == (3, 3)
-    assert "num_layers=3, roles=4, kinds=3, mode='bias'" in repr(fuser)
-    assert sum(p.numel() for p in fuser.parameters()) == 3 + 16 + 9
+    assert fuser.gates.shape == (2, 3) and fuser.edge_logits.shape == (4, 4) and fuser.kind_logits.shape == (2, 3, 3)
+    assert "num_layers=3, roles=4, kinds=3, mode='bias', decision_role=None" in repr(fuser)
+    assert sum(p.numel() for p in fuser.parameters()) == 2 * 3 + 16 + 2 * 9
+
+
+def test_decision_node_has_gates_and_kind_weights_of_its_own():
+    """The decision node's bias reads receiver kind 1, every agent's kind 0: training the decision node's weights
+    leaves agent-to-agent fusions at exact concatenation."""
+    msgs = [message(2, seed=1, kinds=[0, 1])]
+    fuser = CacheFuser(num_layers=3, role_names=ROLES, decision_role="Judger")
+    with torch.no_grad():
+        fuser.gates[1].fill_(-2.0)
+        fuser.kind_logits[1].fill_(1.0)
+    _, to_agent = fuser(msgs, ["Planner"], "Critic")
+    _, to_judge = fuser(msgs, ["Planner"], "Judger")
+    assert bool((to_agent == 0).all())
+    expect = log2sigmoid(torch.tensor(-2.0)) + log2sigmoid(torch.tensor(1.0))
+    torch.testing.assert_close(to_judge, torch.full_like(to_judge, float(expect)))
+    with pytest.raises(ValueError, match="decision_role"):
+        CacheFuser(num_layers=3, role_names=ROLES, decision_role="Nobody")

@@ -43,7 +43,7 @@ def fuser_for(engine: LatentEngine) -> CacheFuser:
     prompt_set, _ = team()
     fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name])
     with torch.no_grad():  # far from neutral, different per layer and per edge
-        fuser.gates.copy_(torch.linspace(-1.0, 1.0, engine.num_layers))
+        fuser.gates.copy_(torch.linspace(-1.0, 1.0, 2 * engine.num_layers).reshape(2, -1))
         fuser.edge_logits.copy_(torch.randn(fuser.edge_logits.shape, generator=torch.Generator().manual_seed(0)))
     return fuser
 
@@ -151,7 +151,7 @@ def test_latent_graph_by_depth_equals_node_by_node(engine, preset, message, monk
         ex.fuser.zero_grad()
         nll[name] = ex.answer_nll(plan, QUESTIONS, TARGETS)
         nll[name].sum().backward()
-        nll[name + "_grad"] = torch.cat([ex.fuser.gates.grad.clone(), ex.fuser.edge_logits.grad.flatten().clone()])
+        nll[name + "_grad"] = torch.cat([ex.fuser.gates.grad.flatten().clone(), ex.fuser.edge_logits.grad.flatten().clone()])
     assert rel(nll["depth"], nll["node"]) < 1e-4
     assert float(nll["node_grad"].abs().sum()) > 0
     torch.testing.assert_close(nll["depth_grad"], nll["node_grad"], rtol=1e-4, atol=1e-7)

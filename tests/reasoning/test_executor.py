@@ -140,7 +140,7 @@ def test_chain_with_neutral_fuser_is_latentmas_sequential(engine):
     # ... while a moved parameter is measurably not: the check can fail.
     moved = CacheFuser(engine.num_layers, [r.name for r in SEQUENTIAL], mode="bias")
     with torch.no_grad():
-        moved.kind_logits[:, 1] = -3.0  # mute latent slots a little
+        moved.kind_logits[..., 1] = -3.0  # mute latent slots a little
         nll_moved = executor(engine, moved).answer_nll(chain, QUESTIONS, TARGETS)
     assert bool((rel(nll_moved, nll_base) > 1e-5).any())
 
@@ -152,7 +152,8 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
     roles = {r.name: r for r in prompt_set.roles} | {DECISION_MAKER.name: DECISION_MAKER}
     plan, edges = plan_from_graph(preset_graph("complete", agents), roles, kind="latent")
     assert set(edges) == {(0, 1), (0, 2), (1, 2)}
-    fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name], mode="bias")
+    fuser = CacheFuser(engine.num_layers, [*prompt_set.role_names, DECISION_MAKER.name], mode="bias",
+                       decision_role=DECISION_MAKER.name)
     model = engine.model
     before = [p.detach().clone() for p in model.parameters()]
     fuser_before = [p.detach().clone() for p in fuser.parameters()]
@@ -161,7 +162,7 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
     assert loss.requires_grad and torch.isfinite(loss)
     loss.backward()
 
-    assert bool((fuser.gates.grad != 0).all())
+    assert bool((fuser.gates.grad != 0).all())  # both receiver kinds: agents (through the graph) and the decision
     idx = {name: i for i, name in enumerate(fuser.role_names)}
     used = torch.zeros_like(fuser.edge_logits, dtype=torch.bool)
     pairs = [(agents[0], agents[1]), (agents[0], agents[2]), (agents[1], agents[2]), (agents[2], DECISION_MAKER.name)]
@@ -170,7 +171,7 @@ def test_fuser_gets_gradients_through_frozen_model(engine):
     assert bool((fuser.edge_logits.grad[used] != 0).all())
     assert bool((fuser.edge_logits.grad[~used] == 0).all())
     # latent messages hold prompt and latent slots, no generated ones
-    assert bool((fuser.kind_logits.grad[:, :2] != 0).all()) and bool((fuser.kind_logits.grad[:, 2] == 0).all())
+    assert bool((fuser.kind_logits.grad[..., :2] != 0).all()) and bool((fuser.kind_logits.grad[..., 2] == 0).all())
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
 
     torch.optim.Adam(fuser.parameters(), lr=0.1).step()
@@ -198,7 +199,7 @@ def test_hybrid_decision_trains_the_fuser_through_the_verbaliser(engine, tmp_pat
     ex = GraphExecutor(engine=engine, api=api, latent_steps=2, fuser=fuser, answer_instruction=INSTRUCTION)
     nll = ex.answer_nll(plan, QUESTIONS[:2], TARGETS[:2])
     nll.sum().backward()
-    assert bool((fuser.kind_logits.grad[:, :2] != 0).all())
+    assert bool((fuser.kind_logits.grad[0, :, :2] != 0).all())  # no decision role given: receiver kind 0
 
     # the same number from the engine's own steps: the planner thinks, the verbaliser reads its fused message
     with torch.no_grad():

@@ -112,7 +112,7 @@ def test_fast_node_on_fused_messages_with_bias_matches_eager(tiny_qwen3, monkeyp
     fast = FastLatentEngine(model, tok, bucket=32, reserve=8)
     fuser = CacheFuser(eager.num_layers, ROLES)
     with torch.no_grad():  # a bias far from neutral, different per layer and per edge
-        fuser.gates.copy_(torch.tensor([-1.0, 0.5]))
+        fuser.gates.copy_(torch.tensor([[-1.0, 0.5], [0.25, -2.0]]))
         fuser.edge_logits.copy_(torch.tensor([[0.0, 1.0, -2.0], [2.0, 0.0, 0.5], [0.0, 0.0, 0.0]]))
     results = {}
     for name, engine in (("eager", eager), ("fast", fast)):

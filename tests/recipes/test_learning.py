@@ -21,7 +21,8 @@ from gcache.recipes.train import TrainRecipe, answer_target
 ASSETS = Path(__file__).parents[1] / "assets"
 TRAIN = str(ASSETS / "tiny_gsm8k_train.jsonl")
 HELD_OUT = str(ASSETS / "tiny_gsm8k.jsonl")
-FAST = dict(model="tiny-random-qwen3", latent_steps=1, max_new_tokens=2, agents=3)
+# alone_prob 0.01: the untrained policy reads its agents (each with p 0.78), so these tests exercise the team
+FAST = dict(model="tiny-random-qwen3", latent_steps=1, max_new_tokens=2, agents=3, alone_prob=0.01)
 
 pytestmark = pytest.mark.integration
 

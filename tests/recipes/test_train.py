@@ -15,6 +15,7 @@ import torch
 
 from gcache.cli import main
 from gcache.config import RunConfig
+from gcache.recipes.eval import EvalRecipe
 from gcache.recipes.train import TrainRecipe
 
 TINY = str(Path(__file__).parents[1] / "assets" / "tiny_gsm8k.jsonl")  # held-out questions
@@ -137,7 +138,8 @@ def test_a_question_whose_answer_does_not_fit_is_skipped_and_the_step_goes_on(tm
                     + json.dumps({"question": long_q, "answer": "#### 60"}) + "\n")
     cfg = RunConfig(method="gcache", data=str(data), split="train", limit=2, out=str(tmp_path / "run"),
                     model="tiny-random-qwen3", max_new_tokens=answer, latent_steps=1, batch_size=2, steps=1, agents=2,
-                    samples_per_question=2, utility="correct", fuser_loss_weight=0.0, max_context=context)
+                    samples_per_question=2, utility="correct", fuser_loss_weight=0.0, max_context=context,
+                    alone_prob=0.01)  # the team is read (a question answered alone would not reach the long context)
     recipe = TrainRecipe(cfg)
     recipe.setup()
     with caplog.at_level("WARNING", logger="gcache.recipes.train"):
@@ -153,7 +155,7 @@ def test_rows_that_share_a_graph_run_at_most_batch_size_at_a_time(tmp_path):
     all 2 x 4 rows drew one graph (the scoring pass keeps its activations for the backward)."""
     cfg = RunConfig(method="gcache", data=TINY_TRAIN, split="train", limit=2, out=str(tmp_path), batch_size=2,
                     steps=1, agents=2, samples_per_question=4, model="tiny-random-qwen3", max_new_tokens=4,
-                    latent_steps=1)
+                    latent_steps=1, alone_prob=0.01)  # map graph: both agents read
     recipe = TrainRecipe(cfg)
     recipe.setup()
     batch = recipe._batch(0)
@@ -166,3 +168,35 @@ def test_rows_that_share_a_graph_run_at_most_batch_size_at_a_time(tmp_path):
                                                                                                    *a, **k)
     entry = recipe.train_step(batch)
     assert sorted(sizes) == [2, 2, 2, 2] and entry["skipped"] == 0
+
+
+def test_rows_that_answer_alone_run_once_per_question_then_come_from_the_cache(tmp_path):
+    """Under greedy decoding and the correct utility, every draw of a question that answers alone earns the single
+    agent's outcome: the question runs once in its first step, never again, and each such draw gets that outcome."""
+    cfg = RunConfig(method="gcache", data=TINY_TRAIN, split="train", limit=2, out=str(tmp_path), batch_size=2,
+                    steps=2, agents=2, samples_per_question=4, model="tiny-random-qwen3", max_new_tokens=4,
+                    latent_steps=1)
+    recipe = TrainRecipe(cfg)
+    recipe.setup()
+    batch = recipe._batch(0)
+    with torch.no_grad():
+        recipe.team.policy.gnn.read_offset.fill_(-50.0)  # every draw answers alone
+    ran: list[list[str]] = []
+    start = recipe.executor.start
+    recipe.executor.start = lambda plan, questions, *a, **k: ran.append(list(questions)) or start(plan, questions,
+                                                                                                  *a, **k)
+    first = recipe.train_step(batch)
+    assert sorted(q for group in ran for q in group) == sorted(ex.question for ex in batch)  # once per question
+    assert first["alone"] == 1.0 and first["reward"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    # the cache holds each question's single-agent outcome, which gcache eval --method single reproduces
+    from gcache.recipes.train import question_hash
+    assert set(recipe.alone_outcomes) == {question_hash(ex.question) for ex in batch}
+    ran.clear()
+    second = recipe.train_step(batch)
+    assert ran == [] and second["reward"] == first["reward"]  # nothing ran: every outcome came from the cache
+    single = EvalRecipe(RunConfig(method="single", data=TINY_TRAIN, split="train", limit=2, max_new_tokens=4,
+                                  model="tiny-random-qwen3", out=str(tmp_path / "single")))
+    single.setup()
+    single.run()
+    by_q = {r["question"]: r["correct"] for r in single.store.records()}
+    assert all(recipe.alone_outcomes[question_hash(q)] == c for q, c in by_q.items())

@@ -7,6 +7,10 @@ An :class:`AgentGraph` holds one role name per node and two adjacencies:
 * ``temporal[u, v]``: agent ``u``'s message from round ``r - 1`` is an input of agent ``v``
   in round ``r``. Any pattern is allowed (including ``u == v``): rounds are ordered.
 
+and, optionally, the **read set** ``reads``: the final-round agents a ``refer`` decision node reads. ``None``
+keeps G-Designer's rule (the decision reads the sinks); a tuple is the policy's choice, and ``()`` means the
+decision node answers alone, which is exactly the ``single`` method (no agent runs: nobody reads them).
+
 :meth:`AgentGraph.unrolled` flattens ``num_rounds`` rounds into one execution schedule.
 """
 
@@ -97,10 +101,12 @@ class AgentGraph:
             ``r``. Ignored when ``num_rounds == 1``.
         num_rounds (int): Number of rounds. Default is 1.
         decision (str): One of :data:`DECISIONS`. Default is ``"refer"``.
+        reads (tuple[int, ...] | None): Agents the ``refer`` decision node reads (increasing, unique); ``()``
+            answers alone; None reads the sinks. Default is None.
 
     Raises:
-        ValueError: On shape/dtype mismatch, a spatial self-loop or cycle, ``num_rounds < 1``
-            or an unknown decision.
+        ValueError: On shape/dtype mismatch, a spatial self-loop or cycle, ``num_rounds < 1``,
+            an unknown decision, or a read set with an index out of range or repeated.
 
     Example:
         >>> g = AgentGraph(("A", "B"), torch.tensor([[0, 1], [0, 0]]).bool(),
@@ -114,6 +120,7 @@ class AgentGraph:
     temporal: torch.Tensor
     num_rounds: int = 1
     decision: str = "refer"
+    reads: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.agents = tuple(self.agents)
@@ -129,6 +136,13 @@ class AgentGraph:
             raise ValueError(f"num_rounds must be an int >= 1, got {self.num_rounds!r}")
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+        if self.reads is not None:
+            reads = tuple(int(i) for i in self.reads)
+            if list(reads) != sorted(set(reads)) or any(not 0 <= i < n for i in reads):
+                raise ValueError(f"reads must be increasing, unique agent indices in [0, {n}), got {self.reads!r}")
+            if self.decision != "refer":
+                raise ValueError(f"a read set is the refer decision's; decision {self.decision!r} has none")
+            self.reads = reads
         self.topological_order()  # raises on a cycle
 
     @property
@@ -157,8 +171,13 @@ class AgentGraph:
         return torch.nonzero(self.temporal[:, v]).flatten().tolist()
 
     def sinks(self) -> list[int]:
-        """Nodes without spatial successors (what a ``refer`` decision reads)."""
+        """Nodes without spatial successors (what a ``refer`` decision reads when there is no read set)."""
         return torch.nonzero(~self.spatial.any(dim=1)).flatten().tolist()
+
+    @property
+    def alone(self) -> bool:
+        """The decision node reads nobody: the graph runs exactly the ``single`` method."""
+        return self.reads == ()
 
     def unrolled(self) -> list[UnrolledNode]:
         """All ``(round, agent)`` nodes in execution order, with their inputs.
@@ -183,13 +202,16 @@ class AgentGraph:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (0/1 matrices), e.g. to record the adjacency actually used."""
-        return {
+        data = {
             "agents": list(self.agents),
             "spatial": self.spatial.int().tolist(),
             "temporal": self.temporal.int().tolist(),
             "num_rounds": self.num_rounds,
             "decision": self.decision,
         }
+        if self.reads is not None:
+            data["reads"] = list(self.reads)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentGraph:
@@ -207,6 +229,7 @@ class AgentGraph:
             temporal=torch.tensor(data["temporal"], dtype=torch.long),
             num_rounds=int(data.get("num_rounds", 1)),
             decision=data.get("decision", "refer"),
+            reads=None if data.get("reads") is None else tuple(data["reads"]),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -218,6 +241,7 @@ class AgentGraph:
             and torch.equal(self.temporal, other.temporal)
             and self.num_rounds == other.num_rounds
             and self.decision == other.decision
+            and self.reads == other.reads
         )
 
     def __repr__(self) -> str:
@@ -225,6 +249,6 @@ class AgentGraph:
         return (
             f"AgentGraph(agents={list(self.agents)}, spatial_edges={edges}, "
             f"temporal_edges={int(self.temporal.sum())}, num_rounds={self.num_rounds}, "
-            f"decision={self.decision!r})"
+            f"decision={self.decision!r}" + ("" if self.reads is None else f", reads={list(self.reads)}") + ")"
         )
 

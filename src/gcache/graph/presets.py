@@ -10,6 +10,8 @@ Spatial edges per preset, for agents ``0 .. n-1``:
 * ``layered``: ``i -> j`` for ``i < n // 2 <= j`` (the first half feeds the second half).
 * ``random``: ``i -> j`` for ``i < j`` with probability ``p``, seeded.
 * ``debate``: none; agents exchange messages only across rounds (needs 2+ rounds).
+* ``empty``: none, and the decision node reads nobody (read set ``()``): exactly the ``single`` method, the team
+  that "answers alone" (no agent runs).
 
 Temporal edges: with one round there are none. With several rounds, ``debate`` and, by
 default, every other preset use all ``n * n`` pairs (every agent sees every agent's previous
@@ -48,7 +50,7 @@ def _spatial(name: str, n: int, seed: int, p: float) -> torch.Tensor:
         # One uniform draw per ordered pair; only the upper triangle is used, so the
         # result is a DAG whatever the draws.
         adj = (torch.rand(n, n, generator=gen) < p).triu(diagonal=1)
-    # "debate": no spatial edges.
+    # "debate", "empty": no spatial edges.
     return adj
 
 
@@ -108,10 +110,13 @@ def preset_graph(
         temp = torch.eye(n, dtype=torch.bool)
     else:
         temp = torch.ones(n, n, dtype=torch.bool)
+    if name == "empty" and decision != "refer":
+        raise ValueError(f"the empty preset answers alone through the refer decision, not {decision!r}")
     return AgentGraph(
         agents=agents,
         spatial=_spatial(name, n, seed, p),
         temporal=temp,
         num_rounds=num_rounds,
         decision=decision,
+        reads=() if name == "empty" else None,
     )

@@ -5,15 +5,22 @@ attention bias on every received key: for a slot ``s`` of kind ``k(s)`` (prompt,
 source ``u`` to node ``v``, at layer ``l``,
 
 .. math::
-    \\mathrm{bias}(l, s) = \\log 2\\sigma(g_l) + \\log 2\\sigma(w_{uv}) + \\log 2\\sigma(c_{l, k(s)})
+    \\mathrm{bias}(l, s) = \\log 2\\sigma(g_{\\rho l}) + \\log 2\\sigma(w_{uv}) + \\log 2\\sigma(c_{\\rho l, k(s)})
     \\; [+ \\log p_{uv}]
 
-with one gate ``g_l`` per layer, one weight ``w_uv`` per ordered role pair (so they carry across questions) and
-one weight ``c_{l,k}`` per layer and slot kind (so a receiver can keep a peer's question context while muting its
-latent thoughts). ``log 2σ(x)`` is 0 at ``x = 0``, at most ``log 2`` and unbounded below, so every parameter
-starts at exactly zero bias, i.e. plain concatenation, and can mute a slot completely or weigh it up to twice.
-The optional ``log p_uv`` is the topology model's edge probability (soft edges), which lets the fuser's gradient
-reach the GNN. ``mode="concat"`` never adds a bias.
+with one gate ``g_{ρl}`` per receiver kind ``ρ`` and layer, one weight ``w_uv`` per ordered role pair (so they
+carry across questions) and one weight ``c_{ρl,k}`` per receiver kind, layer and slot kind (so a receiver can keep
+a peer's question context while muting its latent thoughts). The receiver kinds are the decision node and the
+agents: they have weights of their own, so that what the decision node's gradient teaches (the default
+``--fuser-grad decision`` trains only its inputs) is not applied, untrained, to every agent-to-agent fusion,
+which keep exact concatenation until they get a gradient of their own (``--fuser-grad graph``).
+
+``log 2σ(x)`` is 0 at ``x = 0``, at most ``log 2`` and unbounded below, so every parameter starts at exactly zero
+bias, i.e. plain concatenation. Each of the three terms can scale a slot's attention weight by up to 2 (``exp(log
+2)``), so together by up to 8; below, a slot can be muted as far as its weights go (``log 2σ(-x) ≈ -x``), but a
+finite weight never mutes it exactly: the exact "off" of a message is the topology's discrete choice (an edge not
+drawn, an agent the decision node does not read). The optional ``log p_uv`` is the topology model's edge
+probability (soft edges), which lets the fuser's gradient reach the GNN. ``mode="concat"`` never adds a bias.
 """
 
 from __future__ import annotations
@@ -56,11 +63,13 @@ class CacheFuser(nn.Module):
         num_layers (int): layers of the LLM.
         role_names (Sequence[str]): the roles whose ordered pairs get a weight.
         mode (str): ``"bias"`` (learned) or ``"concat"`` (no bias: plain concatenation). Default is ``"bias"``.
+        decision_role (str | None): the role of the decision node, whose gates and slot-kind weights are its own;
+            None gives every receiver the agents' weights. Default is None.
 
     Shapes:
-        - gates: ``[l]``
+        - gates: ``[2, l]`` (receiver kind: 0 agents, 1 the decision node; layer)
         - edge_logits: ``[r, r]`` (source role, destination role)
-        - kind_logits: ``[l, k]`` (layer, :class:`SlotKind`)
+        - kind_logits: ``[2, l, k]`` (receiver kind, layer, :class:`SlotKind`)
         - bias returned by :meth:`forward`: ``[l, b, P]``
 
     Example:
@@ -70,7 +79,8 @@ class CacheFuser(nn.Module):
         True
     """
 
-    def __init__(self, num_layers: int, role_names: Sequence[str], mode: str = "bias") -> None:
+    def __init__(self, num_layers: int, role_names: Sequence[str], mode: str = "bias",
+                 decision_role: str | None = None) -> None:
         super().__init__()
         if mode not in FUSER_MODES:
             raise ValueError(f"unknown fuser mode {mode!r}; choose one of {', '.join(FUSER_MODES)}")
@@ -82,9 +92,12 @@ class CacheFuser(nn.Module):
         self.role_names = tuple(role_names)
         self._role_index = {name: i for i, name in enumerate(self.role_names)}
         self.mode = mode
-        self.gates = nn.Parameter(torch.empty(num_layers))
+        if decision_role is not None and decision_role not in self._role_index:
+            raise ValueError(f"decision_role {decision_role!r} is not one of the roles {list(self.role_names)}")
+        self.decision_role = decision_role
+        self.gates = nn.Parameter(torch.empty(2, num_layers))
         self.edge_logits = nn.Parameter(torch.empty(len(self.role_names), len(self.role_names)))
-        self.kind_logits = nn.Parameter(torch.empty(num_layers, len(SlotKind)))
+        self.kind_logits = nn.Parameter(torch.empty(2, num_layers, len(SlotKind)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -97,11 +110,16 @@ class CacheFuser(nn.Module):
             raise KeyError(f"role {name!r} has no fuser weight; fuser roles are {', '.join(self.role_names)}")
         return self._role_index[name]
 
+    def receiver(self, dst_role: str) -> int:
+        """Receiver kind of ``dst_role``: 1 for the decision node, 0 for an agent."""
+        return int(self.decision_role is not None and dst_role == self.decision_role)
+
     def edge_bias(self, src_roles: Sequence[str], dst_role: str) -> torch.Tensor:
         """``[l, k]`` gate + edge part of the bias of each of ``k`` sources at every layer."""
         dst = self.role_index(dst_role)
         src = torch.tensor([self.role_index(r) for r in src_roles], device=self.gates.device)
-        return log2sigmoid(self.gates)[:, None] + log2sigmoid(self.edge_logits[src, dst])[None, :]
+        gates = self.gates[self.receiver(dst_role)]  # [l]
+        return log2sigmoid(gates)[:, None] + log2sigmoid(self.edge_logits[src, dst])[None, :]
 
     def forward(self, messages: Sequence[KVMessage], src_roles: Sequence[str], dst_role: str,
                 edge_log_probs: Sequence[torch.Tensor] | None = None) -> tuple[KVMessage, torch.Tensor | None]:
@@ -129,7 +147,7 @@ class CacheFuser(nn.Module):
         bias = torch.zeros(self.num_layers, 1, ctx.length, device=device)  # [l, 1, P]
         if self.mode == "bias":
             per_source = self.edge_bias(src_roles, dst_role)  # [l, k]
-            per_kind = log2sigmoid(self.kind_logits)  # [l, K]
+            per_kind = log2sigmoid(self.kind_logits[self.receiver(dst_role)])  # [l, K]
             bias = bias + per_source[:, source][:, None, :] + per_kind[:, ctx.kinds.to(device)]  # [l, b, P]
         if edge_log_probs is not None:
             soft = torch.stack([lp.to(device).reshape(-1).expand(b) for lp in edge_log_probs])  # [k, b]
@@ -138,4 +156,4 @@ class CacheFuser(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_layers={self.num_layers}, roles={len(self.role_names)}, kinds={len(SlotKind)}, "
-                f"mode={self.mode!r}")
+                f"mode={self.mode!r}, decision_role={self.decision_role!r}")

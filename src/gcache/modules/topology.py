@@ -13,7 +13,12 @@ code leaves out, learned temporal edges, and directed spatial edges):
    are bounded, as G-Designer's min-max scaling makes them). G-Designer's ``Z Z^T`` is symmetric, so the
    direction of an edge came only from the sampling order (in practice from the order of the roles in the
    prompt set); here it is learned. Spatial and temporal edges have their own heads.
-4. :class:`TopologyPolicy` turns probabilities into an :class:`~gcache.graph.AgentGraph`: a sample
+4. Optionally (``read_head=True``, G-cache), the **read set**: ``p(decision reads v) = sigmoid(w · [Z_v || Z_t]
+   + b_r)`` from each agent's code and the task node's code ``Z_t``. The weights ``w`` start at 0 and ``b_r`` at
+   the logit of ``read_prob``, which :func:`read_prob_for` sets so that the decision node reads nobody with
+   probability ``alone_prob`` (``prod_v (1 - p_v) = alone_prob``): an untrained team is mostly the single agent,
+   and training decides when a team is worth reading.
+5. :class:`TopologyPolicy` turns probabilities into an :class:`~gcache.graph.AgentGraph`: a sample
    (:func:`~gcache.graph.sampling.sample_dag`, as G-Designer does in training and evaluation) or the most
    probable DAG (:func:`~gcache.graph.sampling.most_probable_dag`).
 
@@ -23,6 +28,7 @@ Notation in shapes: ``n`` agents, ``d`` embedding size.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -36,7 +42,18 @@ from gcache.graph.sampling import GRAPH_MODES, graph_log_prob, most_probable_dag
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EdgeProbs", "TopologyGNN", "TopologyPolicy"]
+__all__ = ["EdgeProbs", "TopologyGNN", "TopologyPolicy", "read_prob_for"]
+
+
+def read_prob_for(alone_prob: float, num_agents: int) -> float:
+    """Per-agent read probability at which ``num_agents`` independent reads give ``P(read nobody) = alone_prob``.
+
+    >>> round(read_prob_for(0.75, 4), 4), round((1 - read_prob_for(0.75, 4)) ** 4, 4)
+    (0.0694, 0.75)
+    """
+    if not 0.0 < alone_prob < 1.0:
+        raise ValueError(f"alone_prob must be in (0, 1), got {alone_prob}")
+    return 1.0 - alone_prob ** (1.0 / num_agents)
 
 
 class EdgeProbs(NamedTuple):
@@ -45,10 +62,12 @@ class EdgeProbs(NamedTuple):
     Attributes:
         spatial (Tensor): ``[n, n]``, ``p(u -> v)`` within a round; diagonal is 0.
         temporal (Tensor): ``[n, n]``, ``p(u in round r-1 -> v in round r)``.
+        read (Tensor | None): ``[n]``, ``p(the decision node reads v)``; None without a read head.
     """
 
     spatial: Tensor
     temporal: Tensor
+    read: Tensor | None = None
 
 
 def _edge_index(anchor_adj: Tensor, use_task_node: bool) -> Tensor:
@@ -96,13 +115,18 @@ class TopologyGNN(nn.Module):
             similarities / ``tau`` plus an offset. Unbounded ``Z Z^T`` lets Adam
             at lr 0.1 grow the codes a thousandfold in a few dozen steps and pin every edge probability at 0 or
             1, after which REINFORCE gets no signal. Default is True.
+        read_head (bool): Also give ``p(decision reads v)`` per agent (the read set). Default is False.
+        read_prob (float): With ``read_head``, the initial probability of reading each agent, whatever the
+            question; ``1 - alone_prob ** (1 / n)`` makes ``n`` agents read nobody with probability
+            ``alone_prob`` (:func:`read_prob_for`). Default is 0.07 (4 agents alone with probability 0.75).
 
     Raises:
-        ValueError: On non-positive sizes, ``num_layers`` < 1 or ``temperature`` <= 0.
+        ValueError: On non-positive sizes, ``num_layers`` < 1, ``temperature`` <= 0 or ``read_prob`` outside
+            (0, 1).
 
     Shapes:
         - role_emb: ``[n, d]``; query_emb: ``[d]`` or ``[1, d]``; anchor_adj: ``[n, n]``
-        - output: :class:`EdgeProbs` of two ``[n, n]`` tensors.
+        - output: :class:`EdgeProbs` of two ``[n, n]`` tensors (and ``[n]`` read probabilities with a read head).
 
     Example:
         >>> gnn = TopologyGNN(384, 32, 16)
@@ -120,6 +144,8 @@ class TopologyGNN(nn.Module):
         temperature: float = 1.0,
         use_task_node: bool = True,
         normalize_codes: bool = True,
+        read_head: bool = False,
+        read_prob: float = 0.07,
     ) -> None:
         super().__init__()
         for name, val in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
@@ -129,6 +155,8 @@ class TopologyGNN(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 < read_prob < 1.0:
+            raise ValueError(f"read_prob must be in (0, 1), got {read_prob}")
         self.in_dim = in_dim
         self.hidden_dim = hidden_dim
         self.out_dim = out_dim
@@ -136,6 +164,8 @@ class TopologyGNN(nn.Module):
         self.temperature = temperature
         self.use_task_node = use_task_node
         self.normalize_codes = normalize_codes
+        self.read_head = read_head
+        self.read_prob = read_prob
         dims = [2 * in_dim] + [hidden_dim] * num_layers
         # The last layer has no bias: PairNorm subtracts the mean over nodes, which cancels any bias shared by
         # every node, so it would be a parameter without effect.
@@ -162,6 +192,10 @@ class TopologyGNN(nn.Module):
         self.temporal_dst = nn.Linear(out_dim, out_dim, bias=False)
         self.spatial_offset = nn.Parameter(torch.zeros(()))
         self.temporal_offset = nn.Parameter(torch.zeros(()))
+        # Read head: [Z_v || Z_task] -> logit of "the decision node reads v". Its offset is a parameter of its own
+        # (rather than the linear's bias) so that it can be set from alone_prob and learnt at its own rate.
+        self.read: nn.Linear | None = nn.Linear(2 * out_dim, 1, bias=False) if read_head else None
+        self.read_offset: nn.Parameter | None = nn.Parameter(torch.zeros(())) if read_head else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -179,6 +213,12 @@ class TopologyGNN(nn.Module):
             head.reset_parameters()
         nn.init.zeros_(self.spatial_offset)
         nn.init.zeros_(self.temporal_offset)
+        if self.read is not None:
+            # Zero weights: at init every agent is read with the same probability, set by alone_prob, whatever
+            # the question (the weights then learn which questions call for which agents).
+            nn.init.zeros_(self.read.weight)
+            with torch.no_grad():
+                self.read_offset.fill_(math.log(self.read_prob / (1.0 - self.read_prob)))
 
     def node_codes(self, role_emb: Tensor, query_emb: Tensor, anchor_adj: Tensor) -> Tensor:
         """Node codes ``Z`` of the agents (the task node's code is dropped).
@@ -186,6 +226,10 @@ class TopologyGNN(nn.Module):
         Returns:
             Tensor: ``[n, out_dim]``.
         """
+        return self._codes(role_emb, query_emb, anchor_adj)[: role_emb.shape[0]]
+
+    def _codes(self, role_emb: Tensor, query_emb: Tensor, anchor_adj: Tensor) -> Tensor:
+        """Codes of the agents and, with ``use_task_node``, of the task node last: ``[n (+1), out_dim]``."""
         if role_emb.dim() != 2 or role_emb.shape[1] != self.in_dim:
             raise ValueError(f"role_emb must be [n, {self.in_dim}], got {list(role_emb.shape)}")
         n = role_emb.shape[0]
@@ -206,8 +250,7 @@ class TopologyGNN(nn.Module):
             if i < len(self.convs) - 1:
                 x = torch.relu(x)
         x = self.norm(x + self.skip(x0[:, :self.in_dim]))  # [n (+1), hidden]
-        z = self.mlp(x)  # [n (+1), out_dim]
-        return z[:n]
+        return self.mlp(x)  # [n (+1), out_dim]
 
     def forward(self, role_emb: Tensor, query_emb: Tensor, anchor_adj: Tensor) -> EdgeProbs:
         """Edge probabilities for one question.
@@ -218,10 +261,12 @@ class TopologyGNN(nn.Module):
             anchor_adj (Tensor): ``[n, n]`` bool anchor graph.
 
         Returns:
-            EdgeProbs: directed spatial ``[n, n]`` (zero diagonal) and temporal ``[n, n]``.
+            EdgeProbs: directed spatial ``[n, n]`` (zero diagonal), temporal ``[n, n]`` and, with a read head, read
+            ``[n]``.
         """
-        z = self.node_codes(role_emb, query_emb, anchor_adj)  # [n, o]
-        n = z.shape[0]
+        n = role_emb.shape[0]
+        codes = self._codes(role_emb, query_emb, anchor_adj)  # [n (+1), o]
+        z = codes[:n]  # [n, o]
         heads = [self.spatial_src(z), self.spatial_dst(z), self.temporal_src(z), self.temporal_dst(z)]  # [n, o]
         if self.normalize_codes:
             heads = [F.normalize(t, dim=-1) for t in heads]  # [n, o], unit rows
@@ -230,13 +275,19 @@ class TopologyGNN(nn.Module):
         temporal_logits = t_src @ t_dst.T / self.temperature + self.temporal_offset  # [n, n]
         eye = torch.eye(n, dtype=torch.bool, device=z.device)
         spatial = torch.sigmoid(spatial_logits).masked_fill(eye, 0.0)
-        return EdgeProbs(spatial=spatial, temporal=torch.sigmoid(temporal_logits))
+        read = None
+        if self.read is not None:
+            task = codes[n] if self.use_task_node else z.mean(dim=0)  # [o]
+            read_logits = self.read(torch.cat([z, task.expand(n, -1)], dim=-1)).squeeze(-1)  # [n]
+            read = torch.sigmoid(read_logits + self.read_offset)  # [n]
+        return EdgeProbs(spatial=spatial, temporal=torch.sigmoid(temporal_logits), read=read)
 
     def extra_repr(self) -> str:
         return (
             f"in_dim={self.in_dim}, hidden_dim={self.hidden_dim}, out_dim={self.out_dim}, "
             f"num_layers={self.num_layers}, temperature={self.temperature}, "
             f"use_task_node={self.use_task_node}, normalize_codes={self.normalize_codes}"
+            + (f", read_head=True, read_prob={self.read_prob:.4f}" if self.read_head else "")
         )
 
 
@@ -290,7 +341,8 @@ class TopologyPolicy(nn.Module):
         Returns:
             tuple[AgentGraph, Tensor]: The graph and, with grad, the log-probability REINFORCE uses: for a
             sample, ``log π(draws | visit order)`` (spatial) plus the temporal edges' log-probability; for
-            ``map``, the independent-edge log-probability of the graph.
+            ``map``, the independent-edge log-probability of the graph. With read probabilities, the read set is
+            drawn last (independent Bernoulli draws; ``p > 1/2`` for ``map``) and its log-probability is added.
         """
         if mode not in GRAPH_MODES:
             raise ValueError(f"unknown graph mode {mode!r}; choose one of {', '.join(GRAPH_MODES)}")
@@ -312,8 +364,14 @@ class TopologyPolicy(nn.Module):
             if self.num_rounds > 1:
                 temporal_adj = probs.temporal.detach().cpu() > 0.5
                 log_prob = log_prob + graph_log_prob(probs.temporal, temporal_adj)
+        reads = None
+        if probs.read is not None:
+            p_read = probs.read.detach().to("cpu", torch.float32)  # [n]
+            taken = (torch.rand(n, generator=generator) < p_read) if mode == "sample" else p_read > 0.5  # [n]
+            log_prob = log_prob + graph_log_prob(probs.read, taken)
+            reads = tuple(torch.nonzero(taken).flatten().tolist())
         graph = AgentGraph(agents=names, spatial=spatial_adj, temporal=temporal_adj, num_rounds=self.num_rounds,
-                           decision=self.decision)
+                           decision=self.decision, reads=reads)
         return graph, log_prob
 
     def extra_repr(self) -> str:

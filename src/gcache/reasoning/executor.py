@@ -16,7 +16,6 @@ into text (:func:`gcache.agents.prompts.verbalize_messages`), and that text is w
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from gcache.modules.cache_fuser import CacheFuser
 from gcache.modules.kv_message import MESSAGE_MODES, KVMessage
 from gcache.reasoning._depth import depth_groups, stack_contexts, unstack_context
 from gcache.reasoning._latent import ContextOverflowError, DecodeConfig, Decoded, LatentEngine, render_chat
+from gcache.scoring.metrics import majority_vote
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ class NodeSpec:
         backend (str): ``"local"`` or ``"api"`` (text nodes only). Default is ``"local"``.
         inputs (tuple[int, ...]): indices of earlier nodes whose output this node receives. Default is ().
         name (str): label in traces; default is the role name.
+        context_note (bool): tell the agent, in its prompt, that its context holds other agents' latent thoughts
+            (when it does). A G-cache decision node leaves it out, so that it has exactly ``single``'s prompt and
+            differs from it only in its context. Default is True.
     """
 
     role: Role
@@ -55,6 +58,7 @@ class NodeSpec:
     backend: str = "local"
     inputs: tuple[int, ...] = ()
     name: str = ""
+    context_note: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -128,6 +132,8 @@ class RowTrace:
     truncated: bool = False
     judge_stop_prob: float | None = None
     latent_top_tokens: dict[str, list[str]] = field(default_factory=dict)
+    node_tokens: dict[str, int] = field(default_factory=dict)
+    voters: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -359,6 +365,7 @@ class GraphExecutor:
     def _set_answers(self, run: PendingRun) -> None:
         for r, trace in enumerate(run.traces):
             if run.plan.voters:
+                trace.voters = [run.plan.nodes[i].label for i in run.plan.voters]
                 trace.final_text = self._vote([run.outputs[i].texts[r] for i in run.plan.voters])
             else:
                 trace.final_text = run.outputs[-1].texts[r]
@@ -396,7 +403,7 @@ class GraphExecutor:
         return [
             render_chat(self.engine.tokenizer, agent_messages(
                 node.role, q, answer_instruction=self.answer_instruction, peers=p,
-                latent_context=latent_context, final=final))
+                latent_context=latent_context and node.context_note, final=final))
             for q, p in zip(questions, peers)
         ]
 
@@ -472,6 +479,7 @@ class GraphExecutor:
         for r, trace in enumerate(traces, start=start):
             trace.completion_tokens += len(out.token_ids[r])
             trace.node_texts[label] = out.texts[r]
+            trace.node_tokens[label] = len(out.token_ids[r])
             if final:  # an answering node: was its answer cut, did it want to stop at once?
                 trace.truncated = trace.truncated or out.truncated[r]
                 trace.judge_stop_prob = float(out.first_stop_prob[r])
@@ -554,11 +562,9 @@ class GraphExecutor:
         return texts
 
     def _vote(self, texts: list[str]) -> str | None:
+        """The text of the vote that wins (:func:`gcache.scoring.metrics.majority_vote`: ties go to the answer
+        reached first); the last text when no vote holds an answer."""
         if self.extract is None:
             raise ValueError("majority voting needs an answer extractor")
-        answers = [self.extract(t) for t in texts]
-        counts = Counter(a for a in answers if a is not None)
-        if not counts:
-            return texts[-1]
-        best = counts.most_common(1)[0][0]
-        return texts[answers.index(best)]
+        winner = majority_vote([self.extract(t) for t in texts])
+        return texts[-1] if winner is None else texts[winner]

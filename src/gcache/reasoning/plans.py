@@ -15,7 +15,7 @@ from gcache.graph import AgentGraph
 from gcache.methods import get_method
 from gcache.reasoning.executor import NodeSpec, Plan
 
-__all__ = ["baseline_plan", "plan_from_graph", "single_plan",
+__all__ = ["baseline_plan", "plan_from_graph", "single_plan", "self_consistency_plan",
            "text_chain_plan", "latentmas_seq_plan", "latentmas_hier_plan", "text_graph_plan", "latent_graph_plan"]
 
 
@@ -32,6 +32,15 @@ def _chain(roles: tuple[Role, ...], kind: str, backend: str, decision_backend: s
 def single_plan(mode: str, **_) -> tuple[Plan, dict]:
     """One solver, on the local model (``local``) or the API (``api``)."""
     return Plan((NodeSpec(SOLVER, kind="text", backend="local" if mode == "local" else "api"),)), {}
+
+
+def self_consistency_plan(mode: str, *, votes: int = 5, **_) -> tuple[Plan, dict]:
+    """Self-consistency (Wang et al., 2023): ``votes`` solvers answer the same prompt independently (sampled, in one
+    batch) and their extracted answers are majority-voted; a tie goes to the answer whose first vote came first
+    (:meth:`GraphExecutor._vote`). Each voter is ``single``'s solver with ``single``'s prompt."""
+    backend = "local" if mode == "local" else "api"
+    nodes = tuple(NodeSpec(SOLVER, kind="text", backend=backend, name=f"{SOLVER.name}#{k + 1}") for k in range(votes))
+    return Plan(nodes, voters=tuple(range(votes))), {}
 
 
 def text_chain_plan(mode: str, **_) -> tuple[Plan, dict]:
@@ -59,8 +68,10 @@ def text_graph_plan(mode: str, *, graph: AgentGraph, roles: Mapping[str, Role], 
 
 def latent_graph_plan(mode: str, *, graph: AgentGraph, roles: Mapping[str, Role], message: str = "full",
                       **_) -> tuple[Plan, dict]:
-    """G-cache: the graph's agents think in latent space and pass KV messages."""
-    return plan_from_graph(graph, roles, kind="latent", mode=mode, message=message)
+    """G-cache: the graph's agents think in latent space and pass KV messages; the decision node is ``single``'s
+    solver with ``single``'s prompt, so a team differs from one agent only in what its context holds."""
+    return plan_from_graph(graph, roles, kind="latent", mode=mode, message=message, decision_role=SOLVER,
+                           decision_note=False)
 
 
 def baseline_plan(method: str, mode: str = "local") -> Plan:
@@ -76,7 +87,8 @@ def baseline_plan(method: str, mode: str = "local") -> Plan:
 
 
 def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, mode: str = "local",
-                    message: str = "full", decision_role: Role = DECISION_MAKER) -> tuple[Plan, dict]:
+                    message: str = "full", decision_role: Role = DECISION_MAKER,
+                    decision_note: bool = True) -> tuple[Plan, dict]:
     """Unroll a graph into a plan.
 
     Args:
@@ -86,16 +98,24 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
         mode (str): ``local`` / ``hybrid`` / ``api`` (see :data:`gcache.choices.MODES`). Default is ``"local"``.
         message (str): what latent agents send on. Default is ``"full"``.
         decision_role (Role): role of the ``refer`` decision node.
+        decision_note (bool): the decision node's prompt says that its context holds the team's latent thoughts
+            (see :attr:`NodeSpec.context_note`). Default is True.
 
     Returns:
         tuple: ``(plan, edge_index)`` where ``edge_index[(j, i)] = ("spatial" | "temporal", u, v)`` maps each plan
         input to the graph edge it came from (for soft edge weights).
 
-    The ``refer`` decision reads the final round's sinks when messages are ``full`` (their caches already hold
-    their ancestors), and every final-round agent otherwise. ``direct`` makes the last agent answer;
+    The ``refer`` decision reads the graph's read set when it has one (:attr:`AgentGraph.reads`): only the agents
+    it reads and their ancestors run (an agent nobody reads costs nothing), and with ``full`` latent messages a
+    read agent whose cache another read agent already holds is not read twice; an empty read set is exactly
+    ``single``'s plan. Without a read set it reads the final round's sinks when messages are ``full`` (their caches
+    already hold their ancestors), and every final-round agent otherwise. ``direct`` makes the last agent answer;
     ``majority`` votes over the final round's agents.
     """
     mode = resolve_mode(mode)
+    if graph.decision == "refer" and graph.reads is not None:
+        return _plan_with_reads(graph, roles, kind=kind, mode=mode, message=message, decision_role=decision_role,
+                                decision_note=decision_note)
     if kind == "latent" and mode == "api":
         raise ValueError("latent agents need the local model: a latent graph cannot run in mode api")
     agent_backend = "local" if (kind == "latent" or mode == "local") else "api"
@@ -127,7 +147,45 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
             reads = tuple(i for i in final_round if steps[i].agent in sinks)
         else:
             reads = tuple(final_round)
-        nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend, inputs=reads))
+        nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend, inputs=reads,
+                              context_note=decision_note))
         return Plan(tuple(nodes), message=message), edge_index
     voters = tuple(sorted(answering)) if graph.decision == "majority" else ()
     return Plan(tuple(nodes), message=message, voters=voters), edge_index
+
+
+def _plan_with_reads(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, mode: str, message: str,
+                     decision_role: Role, decision_note: bool) -> tuple[Plan, dict]:
+    """The plan of a graph whose decision node reads its read set (see :func:`plan_from_graph`)."""
+    if not graph.reads:  # answers alone: the single agent's plan, node for node
+        return single_plan(mode)[0], {}
+    agent_backend = "local" if (kind == "latent" or mode == "local") else "api"
+    decision_backend = "local" if mode == "local" else "api"
+    steps = graph.unrolled()
+    index = {(s.round, s.agent): i for i, s in enumerate(steps)}
+    last_round = graph.num_rounds - 1
+    read = [index[(last_round, a)] for a in graph.reads]
+    # what must run: the read agents and everything they hear from, in rounds before and in their own
+    ancestors: dict[int, set[int]] = {}
+    for i, s in enumerate(steps):  # steps are in execution order: predecessors come first
+        preds = [index[p] for p in s.predecessors]
+        ancestors[i] = set(preds).union(*(ancestors[j] for j in preds))
+    needed = set(read).union(*(ancestors[i] for i in read))
+    if message == "full" and kind == "latent":  # a full cache already holds its ancestors' messages
+        read = [i for i in read if not any(i in ancestors[j] for j in read)]
+    kept = [i for i in range(len(steps)) if i in needed]
+    new = {old: k for k, old in enumerate(kept)}
+    nodes, edge_index = [], {}
+    for old in kept:
+        s = steps[old]
+        name = graph.agents[s.agent]
+        if name not in roles:
+            raise ValueError(f"agent {name!r} has no role; known roles are {', '.join(roles)}")
+        inputs = tuple(new[index[p]] for p in s.predecessors)
+        for (r, u), j in zip(s.predecessors, inputs):
+            edge_index[(j, new[old])] = ("temporal" if r < s.round else "spatial", u, s.agent)
+        nodes.append(NodeSpec(roles[name], kind=kind, backend=agent_backend, inputs=inputs,
+                              name=f"{name}#{s.agent}@r{s.round}"))
+    nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend, inputs=tuple(new[i] for i in read),
+                          context_note=decision_note))
+    return Plan(tuple(nodes), message=message), edge_index

@@ -148,7 +148,8 @@ def build_team(cfg: RunConfig, num_layers: int, prompt_set=None):
         torch.manual_seed(cfg.seed)
         return Team(prompt_set, agents, embedder, num_layers=num_layers if latent else 0, topology=cfg.topology,
                     num_rounds=cfg.rounds, decision=cfg.decision, fuser_mode=cfg.fuser,
-                    soft_edges=cfg.soft_edges and latent, temperature=cfg.gnn_temperature, seed=cfg.seed)
+                    soft_edges=cfg.soft_edges and latent, temperature=cfg.gnn_temperature, seed=cfg.seed,
+                    read_set=latent and cfg.decision == "refer", alone_prob=cfg.alone_prob)
 
 
 def build_executor(cfg: RunConfig, task, engine: LatentEngine | None, api, fuser=None,
@@ -163,7 +164,8 @@ def group_by_graph(draws: list) -> list[list[int]]:
     """Indices of the draws that share a graph (a group runs as one batch); all together for a fixed baseline."""
     groups: dict[str, list[int]] = {}
     for i, draw in enumerate(draws):
-        key = repr(draw.graph.to_dict()) if draw is not None else ""
+        # a graph that answers alone runs the single agent's plan whatever edges were drawn among unread agents
+        key = "" if draw is None else "alone" if draw.graph.alone else repr(draw.graph.to_dict())
         groups.setdefault(key, []).append(i)
     return list(groups.values())
 
@@ -182,7 +184,7 @@ def plan_for(cfg: RunConfig, team, draws: list | None = None) -> tuple[Plan, dic
     method = get_method(cfg.method)
     graph = draws[0].graph if team is not None else None
     plan, edge_index = method.build_plan(cfg.mode, graph=graph, roles=team.roles if team is not None else None,
-                                         message=cfg.message)
+                                         message=cfg.message, votes=cfg.votes)
     if cfg.latent_steps == 0 and cfg.zero_latent_steps == "judge_alone":
         return judge_alone(plan), None
     per_draw = [team.soft_edge_log_probs(d, edge_index) for d in draws] if team is not None else [None]
@@ -244,7 +246,7 @@ def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:
     evaluates with the bias terms it was trained with, soft edges included)."""
     saved = ckpt["config"]
     for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset",
-                "gnn_temperature", "embedder", "soft_edges"):
+                "gnn_temperature", "embedder", "soft_edges", "alone_prob"):
         if key == "dataset" and cfg.data is not None:
             continue
         setattr(cfg, key, saved.get(key, getattr(cfg, key)))

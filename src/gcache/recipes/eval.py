@@ -37,6 +37,7 @@ from gcache.reasoning import ContextOverflowError
 from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
 from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
+from gcache.scoring.aggregation import majority_at, majority_tokens_at, share_alone
 from gcache.training.team import seeded_generator
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class EvalRecipe:
         self.prices = C.load_prices(cfg)
         self.secrets = self.api.settings.secrets if self.api is not None else []
         self.store = ResultStore(self.out, secrets=self.secrets, part=self.shard.part)
+        self.alone_records = self._load_alone_from() if cfg.alone_from else {}
         done = self.store.done_ids(retry_errors=cfg.retry_errors)
         self.mine = self.shard.select(self.examples)
         self.todo = [ex for ex in self.mine if ex.id not in done]
@@ -155,6 +157,32 @@ class EvalRecipe:
         if seen:
             raise ConfigError(f"{len(seen)} of the {len(self.examples)} questions to evaluate were training questions "
                               f"of {self.cfg.checkpoint} (first: {seen[0]}); evaluate on held-out questions")
+
+    #: Settings a ``--alone-from`` single run must share with this run for its answers to be this run's.
+    ALONE_FROM_KEYS = ("model", "dtype", "device_map", "dataset", "split", "data_sha256", "task_version",
+                       "max_new_tokens", "temperature", "top_p", "seed", "samples", "mode")
+
+    def _load_alone_from(self) -> dict[str, dict]:
+        """The finished records of the ``--alone-from`` single run, after checking that it ran what this run's
+        answer-alone plan would (the same model, data, decoding and seed)."""
+        cfg = self.cfg
+        if cfg.method != "gcache":
+            raise ConfigError(f"--alone-from is for --method gcache (its policy can answer alone), not {cfg.method}")
+        path = Path(cfg.alone_from) / "config.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))["identity"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"--alone-from {cfg.alone_from}: no readable config.json of a gcache eval run "
+                              f"({type(err).__name__})") from None
+        if saved.get("method") != "single":
+            raise ConfigError(f"--alone-from {cfg.alone_from}: a run of --method {saved.get('method')}, not single")
+        for key in self.ALONE_FROM_KEYS:
+            if saved.get(key) != self.identity.get(key):
+                raise ConfigError(f"--alone-from {cfg.alone_from}: its {key} is {saved.get(key)!r}, this run's "
+                                  f"{self.identity.get(key)!r}; its answers are not this run's")
+        records = {i: r for i, r in ResultStore(Path(cfg.alone_from)).load().items() if r.get("error") is None}
+        logger.info("--alone-from: %d finished single-agent answers from %s", len(records), cfg.alone_from)
+        return records
 
     def _check_resume(self) -> None:
         """Refuse to mix results of different experiments in one folder (a folder without results is free)."""
@@ -206,6 +234,13 @@ class EvalRecipe:
         (:meth:`GraphExecutor.run_many`: the agents of every graph at the same step share forwards); when some
         question does not fit the context, each graph's group runs again on its own, which names the question."""
         draws = self._draws(batch)
+        reused = {i: self._reused_alone(ex, draws[i]) for i, ex in enumerate(batch)
+                  if draws[i] is not None and draws[i].graph.alone and ex.id in self.alone_records}
+        if reused:
+            rest = [i for i in range(len(batch)) if i not in reused]
+            ran = self._run_batch([batch[i] for i in rest]) if rest else []
+            records = dict(zip(rest, ran)) | reused
+            return [records[i] for i in range(len(batch))]
         samples = self.cfg.samples
         traces: list[list] = [[] for _ in batch]
         seconds = [0.0] * len(batch)
@@ -219,6 +254,12 @@ class EvalRecipe:
             seconds[i] = per_question
         return [self._record(ex, traces[i], seconds[i], draws[i].graph if draws[i] is not None else None)
                 for i, ex in enumerate(batch)]
+
+    def _reused_alone(self, ex, draw) -> dict:
+        """The ``--alone-from`` single run's record of ``ex``, as this run's answer-alone record."""
+        record = dict(self.alone_records[ex.id])
+        record.update(graph=draw.graph.to_dict(), alone=True, reused_from=self.cfg.alone_from)
+        return record
 
     def _run_together(self, draws, batch, groups: list[list[int]]) -> list[tuple[int, object, float]] | None:
         """Every group's rows in one :meth:`GraphExecutor.run_many`; None when some row does not fit the context."""
@@ -308,8 +349,17 @@ class EvalRecipe:
         }
         if len(trace.node_texts) > 1:
             record["agent_outputs"] = trace.node_texts
+        if trace.voters:  # a majority vote: every vote's answer, in voting order (maj@k for any k <= votes)
+            record["votes"] = []
+            for label in trace.voters:
+                vote = self.task.score(trace.node_texts.get(label, ""), ex)
+                record["votes"].append({"node": label, "prediction": vote["prediction"],
+                                        "correct": bool(vote["correct"]),
+                                        "completion_tokens": trace.node_tokens.get(label, 0)})
         if graph is not None:
             record["graph"] = graph.to_dict()
+            if graph.reads is not None:  # the policy chose whom the decision node reads; () is the single agent
+                record["alone"] = graph.alone
         return record
 
     def _metrics(self, records: list[dict]) -> dict:
@@ -370,11 +420,18 @@ class EvalRecipe:
             "latent": {"latent_steps": cfg.latent_steps, "realign": cfg.realign, "message": cfg.message,
                        "zero_latent_steps": cfg.zero_latent_steps if cfg.latent_steps == 0 else None},
             "eval_graph": cfg.eval_graph if cfg.learned else None,
+            "answered_alone": share_alone(records),
             "diagnostics": diagnostics_summary(records),
             "config": cfg.to_dict(),
             "identity": self.identity,
             "provenance": provenance({"seed": cfg.seed}),
         }
+        voted = [r for r in records if r.get("votes")]
+        if voted and len(voted) == n:  # maj@k and its generated tokens per question, for every k up to the votes
+            k_max = min(len(r["votes"]) for r in voted)
+            summary["majority"] = {f"maj@{k}": {"accuracy": sum(majority_at(r, k) for r in voted) / n,
+                                                "completion_tokens": sum(majority_tokens_at(r, k) for r in voted) / n}
+                                   for k in range(1, k_max + 1)}
         if self.task.domain == "code":
             summary["sandbox"] = self._sandbox
         if write:

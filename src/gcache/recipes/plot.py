@@ -46,5 +46,5 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
 
 
 def _fuser_layers(ckpt: dict) -> int:
-    gates = ckpt["team"].get("fuser.gates")
-    return int(gates.shape[0]) if gates is not None else 0
+    gates = ckpt["team"].get("fuser.gates")  # [2, l]: receiver kind, layer
+    return int(gates.shape[-1]) if gates is not None else 0

@@ -83,13 +83,42 @@ class Outcome:
     loglik: float | None
 
 
+def utility_of_correct(o: Outcome) -> float:
+    """1 if the decoded answer is right, else 0 (``--utility correct``)."""
+    return float(o.correct)
+
+
 def utility_of(name: str) -> Callable[[Outcome], float]:
     """The utility function named by ``--utility``."""
     if name == "loglik":
         return lambda o: o.loglik
     if name == "correct":
-        return lambda o: float(o.correct)
+        return utility_of_correct
     return lambda o: float(o.correct) + o.loglik
+
+
+def _norm(tensors) -> float:
+    """L2 norm of a list of tensors taken together."""
+    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors))) if tensors else 0.0
+
+
+def converged(history: list[dict], window: int = 4, threshold: float = 0.3) -> dict:
+    """Whether training has converged, from each parameter group's Adam step over the last ``window`` steps.
+
+    Adam moves every parameter by about its learning rate per step while the gradient keeps its sign, so the
+    ratio ``||Δθ|| / (lr · sqrt(#θ))`` is near 1 for a group still running at full rate and falls well below it
+    when its gradients average out (the parameters hover). A group has converged when its mean ratio over the
+    last ``window`` steps is under ``threshold``.
+
+    >>> h = [{"fuser_step_ratio": 1.0}] * 4 + [{"fuser_step_ratio": 0.1}] * 4
+    >>> converged(h)["converged"], converged(h[:4])["converged"]
+    (True, False)
+    """
+    last = history[-window:]
+    names = sorted({k[:-len("_step_ratio")] for h in last for k in h if k.endswith("_step_ratio")})
+    groups = {g: sum(h.get(f"{g}_step_ratio", 0.0) for h in last) / len(last) for g in names}
+    return {"window": len(last), "threshold": threshold, "groups": groups,
+            "converged": bool(groups) and len(last) == window and all(r < threshold for r in groups.values())}
 
 
 class TrainRecipe:
@@ -149,9 +178,18 @@ class TrainRecipe:
             for name, p in self.team.policy.gnn.named_parameters():
                 p.requires_grad_(cfg.optimize_temporal if name.startswith("temporal") else cfg.optimize_spatial)
         fuser = list(self.team.fuser.parameters()) if self.team.fuser is not None else []
-        policy = [p for p in self.team.policy.parameters() if p.requires_grad] if self.team.policy is not None else []
-        groups = [{"params": policy, "lr": cfg.lr}, {"params": fuser, "lr": cfg.fuser_lr}]
+        read = self.team.read_parameters()
+        policy = ([p for p in self.team.policy.parameters() if p.requires_grad and not any(p is r for r in read)]
+                  if self.team.policy is not None else [])
+        # The read head has a rate of its own: at the GNN's 0.003, Adam moves the read offset by about 0.02 in 8
+        # steps, so the policy could never learn to answer alone (or to read the team) in a run of this length.
+        groups = [{"name": "policy", "params": policy, "lr": cfg.lr},
+                  {"name": "read", "params": read, "lr": cfg.read_lr},
+                  {"name": "fuser", "params": fuser, "lr": cfg.fuser_lr}]
         self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
+        # The greedy outcome of answering alone (the single agent's answer) depends on no trained parameter: each
+        # training question's is computed once, then reused at every draw and step that answers alone.
+        self.alone_outcomes: dict[str, bool] = {}
         self.baseline = MovingAverageBaseline()
         self.step = 0
         self.history: list[dict] = []
@@ -180,6 +218,7 @@ class TrainRecipe:
             "agents": list(self.team.agents),
             "role_names": list(self.team.prompt_set.role_names),
             "train_question_hashes": sorted({question_hash(ex.question) for ex in self.examples}),
+            "alone_outcomes": self.alone_outcomes,
         }
 
     def _read_checkpoint(self) -> dict:
@@ -193,6 +232,7 @@ class TrainRecipe:
         self.baseline.load_state_dict(state["baseline"])
         self.step = state["step"]
         self.history = state["history"]
+        self.alone_outcomes = dict(state.get("alone_outcomes", {}))
         if self.dist.world.is_main:
             logger.info("resuming from %s at step %d", self.checkpoint_path, self.step)
 
@@ -224,11 +264,15 @@ class TrainRecipe:
         cfg = self.cfg
         while group:
             plan, soft = C.plan_for(cfg, self.team, [draws[q][k] for q, k in group])
+            # a plan without latent agents (answering alone) gives the fuser nothing to learn: score it only when
+            # the utility itself is the likelihood
+            fused = any(node.kind == "latent" for node in plan.nodes)
+            score = targets is not None and (fused or cfg.utility != "correct")
             try:
-                with torch.set_grad_enabled(self.fuser_loss):
+                with torch.set_grad_enabled(self.fuser_loss and fused):
                     run = self.executor.start(plan, [batch[q].question for q, _ in group], soft,
                                               through_graph=cfg.fuser_grad == "graph")
-                    nll = self.executor.score(run, [targets[q] for q, _ in group]) if targets is not None else None
+                    nll = self.executor.score(run, [targets[q] for q, _ in group]) if score else None
                 return group, run, nll, soft
             except ContextOverflowError as err:
                 group = [group[r] for r in self._drop(group, err, batch)]
@@ -277,10 +321,11 @@ class TrainRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         draws = self.draw_graphs(batch, self.step)
         rows = [(q, k) for q in range(len(batch)) for k in range(len(draws[q]))]
+        rows, reused = self._answered_alone(rows, draws, batch)
         needs_nll = self.fuser_loss or cfg.utility != "correct" and self.engine is not None
         targets = [answer_target(self.task, ex) for ex in batch] if needs_nll else None
         outcomes: dict[tuple[int, int], Outcome] = {}
-        nll_sum, errors = 0.0, 0
+        nll_sum, nll_rows, errors = 0.0, 0, 0
         started = []
         # Rows that drew the same graph run together, at most --batch-size at a time: the decision node's scoring
         # pass keeps its activations for the backward, and a group can hold every row of the step (B x K).
@@ -305,7 +350,18 @@ class TrainRecipe:
                 errors += trace.error is not None
                 outcomes[(q, k)] = Outcome(batch[q], draws[q][k], trace, correct,
                                            None if row_nll is None else -row_nll)
-                nll_sum += row_nll or 0.0
+                if row_nll is not None:
+                    nll_sum, nll_rows = nll_sum + row_nll, nll_rows + 1
+        for (q, k), source in reused.items():  # answered alone: the single agent's greedy outcome, run once
+            if isinstance(source, bool):
+                outcomes[(q, k)] = Outcome(batch[q], draws[q][k], RowTrace(), source, None)
+            elif source in outcomes:
+                ran = outcomes[source]
+                outcomes[(q, k)] = Outcome(batch[q], draws[q][k], ran.trace, ran.correct, ran.loglik)
+        if self._alone_is_exact():
+            for (q, k), ran in list(outcomes.items()):
+                if (q, k) not in reused and ran.draw.graph.alone and ran.trace.error is None:
+                    self.alone_outcomes[question_hash(batch[q].question)] = bool(ran.correct)
         # questions with every draw run (a question that did not fit the context has none)
         kept = [q for q in range(len(batch)) if all((q, k) in outcomes for k in range(len(draws[q])))]
         kept_total = sum(self.dist.gather(len(kept), "a training step"))  # over every rank
@@ -327,9 +383,19 @@ class TrainRecipe:
             if reinforce.requires_grad:
                 reinforce.backward()
         self.dist.sync_gradients([p for group in self.optimizer.param_groups for p in group["params"]])
+        before = [[p.detach().clone() for p in group["params"]] for group in self.optimizer.param_groups]
+        grad_norms = [_norm([p.grad for p in group["params"] if p.grad is not None])
+                      for group in self.optimizer.param_groups]
         self.optimizer.step()
+        steps = {}  # per parameter group: the gradient norm and Adam's step relative to its largest (see _converged)
+        for group, old, grad_norm in zip(self.optimizer.param_groups, before, grad_norms):
+            moved = _norm([p.detach() - q for p, q in zip(group["params"], old)])
+            size = sum(p.numel() for p in group["params"])
+            steps[f"{group['name']}_grad_norm"] = grad_norm
+            steps[f"{group['name']}_step_ratio"] = moved / (group["lr"] * size ** 0.5)
         ranks = self.dist.gather({  # what every rank ran, for the baseline and the log
             "utilities": utilities.flatten().tolist(), "reinforce": reinforce.item(), "nll": nll_sum,
+            "nll_rows": nll_rows, "alone": [o.draw.graph.alone for o in outcomes.values()],
             "outcomes": len(outcomes), "correct": [o.correct for o in outcomes.values() if o.correct is not None],
             "graphs": [repr(o.draw.graph.to_dict()) for o in outcomes.values()], "skipped": len(batch) - len(kept),
             "errors": errors}, "a training step")
@@ -339,13 +405,16 @@ class TrainRecipe:
         return {
             "step": self.step + 1,
             "reinforce_loss": sum(r["reinforce"] for r in ranks),
-            "answer_nll": sum(r["nll"] for r in ranks) / sum(r["outcomes"] for r in ranks) if needs_nll else None,
+            "answer_nll": (sum(r["nll"] for r in ranks) / max(1, sum(r["nll_rows"] for r in ranks))
+                           if needs_nll and any(r["nll_rows"] for r in ranks) else None),
+            "alone": sum(a for r in ranks for a in r["alone"]) / max(1, sum(len(r["alone"]) for r in ranks)),
             "reward": sum(utilities) / len(utilities),
             "accuracy": sum(correct) / len(correct) if correct else None,
             "baseline": self.baseline.value,
             "graphs": len({g for r in ranks for g in r["graphs"]}),
             "skipped": sum(r["skipped"] for r in ranks),
             "errors": sum(r["errors"] for r in ranks),
+            **steps,
         }
 
     def train(self) -> dict:
@@ -362,8 +431,40 @@ class TrainRecipe:
                 self.metric_logger.log_dict(entry, step=entry["step"])  # after the checkpoint: a resume logs no step twice
                 bar.set_postfix(reward=f"{entry['reward']:.3f}", graphs=entry["graphs"])
                 bar.update(1)
+        convergence = converged(self.history)
+        if self.dist.world.is_main and convergence["groups"]:
+            logger.info("training %s: %s", "converged" if convergence["converged"] else "has NOT converged",
+                        ", ".join(f"{g} step ratio {r:.2f}" for g, r in convergence["groups"].items()))
+            atomic_write_json(self.out / "convergence.json", convergence)
         return {"steps": self.step, "checkpoint": str(self.checkpoint_path),
-                "last": self.history[-1] if self.history else None}
+                "last": self.history[-1] if self.history else None, "convergence": convergence}
+
+    def _alone_is_exact(self) -> bool:
+        """Whether a draw that answers alone earns a fixed outcome per question: greedy decoding, and a utility of
+        correctness only."""
+        return self.cfg.temperature == 0 and self.utility_fn is utility_of_correct
+
+    def _answered_alone(self, rows: list[tuple[int, int]], draws, batch
+                        ) -> tuple[list[tuple[int, int]], dict[tuple[int, int], object]]:
+        """Rows to run, and the rows that need not run: a draw that answers alone, under greedy decoding and the
+        ``correct`` utility, earns the single agent's greedy outcome, which no trained parameter changes. It is
+        taken from earlier steps (``True``/``False``) or from the question's first such row of this step (that
+        row's ``(q, k)``). Exact: the same plan, prompt and greedy decoding (tested against ``single``)."""
+        if not self._alone_is_exact():
+            return rows, {}
+        run, reused, first = [], {}, {}
+        for q, k in rows:
+            if draws[q][k].graph.alone:
+                known = self.alone_outcomes.get(question_hash(batch[q].question))
+                if known is not None:
+                    reused[(q, k)] = known
+                    continue
+                if q in first:
+                    reused[(q, k)] = first[q]
+                    continue
+                first[q] = (q, k)
+            run.append((q, k))
+        return run, reused
 
     def cleanup(self) -> None:
         """Release the model and the logger, and leave torch.distributed's group (also after a failed setup)."""

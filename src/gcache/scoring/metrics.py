@@ -23,6 +23,7 @@ __all__ = [
     "compute_metrics",
     "get_metric",
     "list_metrics",
+    "majority_vote",
     "pass_at_k",
     "register_metric",
     "sign_test",
@@ -180,6 +181,30 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding noise around them
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def majority_vote(answers: Sequence[str | None]) -> int | None:
+    """Index of the vote that wins a majority vote over extracted answers, or None when no vote holds an answer.
+
+    Votes without an answer (None) do not count. The most frequent answer wins; a tie goes to the answer whose
+    first vote came first, and the winner is that first vote (whose text becomes the team's answer).
+
+    >>> majority_vote(["3", None, "4", "4", "3"]), majority_vote(["7", "8"]), majority_vote([None, None])
+    (0, 0, None)
+    >>> majority_vote(["7", "8", "8"])
+    1
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        counts[answer] = counts.get(answer, 0) + 1
+        first.setdefault(answer, i)
+    if not counts:
+        return None
+    best = max(counts, key=lambda a: (counts[a], -first[a]))
+    return first[best]
 
 
 def sign_test(wins: int, losses: int) -> float:

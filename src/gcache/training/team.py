@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gcache.agents.pipelines import DECISION_MAKER
+from gcache.agents.pipelines import SOLVER
 from gcache.agents.roles import PromptSet, Role
 from gcache.graph import AgentGraph, preset_graph
 from gcache.modules.cache_fuser import CacheFuser
-from gcache.modules.topology import EdgeProbs, TopologyGNN, TopologyPolicy
+from gcache.modules.topology import EdgeProbs, TopologyGNN, TopologyPolicy, read_prob_for
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,16 @@ class Team(nn.Module):
         temperature (float): temperature of the edge logits; codes are unit vectors, so ``p`` lies in
             ``[σ(-1/τ), σ(1/τ)]``. Default is 0.25.
         seed (int): seed of the random preset. Default is 0.
+        read_set (bool): the learned policy also draws whom the decision node reads (G-cache): reading nobody is
+            the single agent, and agents nobody reads do not run. Needs the ``refer`` decision. Default is False.
+        alone_prob (float): with ``read_set``, the untrained policy's probability of reading nobody. Default is
+            0.75.
     """
 
     def __init__(self, prompt_set: PromptSet, agents: Sequence[str], embedder, *, num_layers: int = 0,
                  topology: str = "learned", num_rounds: int = 1, decision: str = "refer", fuser_mode: str = "bias",
-                 soft_edges: bool = False, hidden_dim: int = 32, temperature: float = 0.25, seed: int = 0) -> None:
+                 soft_edges: bool = False, hidden_dim: int = 32, temperature: float = 0.25, seed: int = 0,
+                 read_set: bool = False, alone_prob: float = 0.75) -> None:
         super().__init__()
         self.prompt_set = prompt_set
         self.agents = tuple(agents)
@@ -81,12 +86,17 @@ class Team(nn.Module):
         self.seed = seed
         self.register_buffer("anchor", prompt_set.anchor_adjacency(self.agents), persistent=False)
         self.policy: TopologyPolicy | None = None
+        self.read_set = read_set and topology == "learned"
+        if self.read_set and decision != "refer":
+            raise ValueError(f"a read set is the refer decision's: --decision {decision} has none")
         if topology == "learned":
-            gnn = TopologyGNN(embedder.dim, hidden_dim, hidden_dim, temperature=temperature)
+            gnn = TopologyGNN(embedder.dim, hidden_dim, hidden_dim, temperature=temperature, read_head=self.read_set,
+                              read_prob=read_prob_for(alone_prob, len(self.agents)))
             self.policy = TopologyPolicy(gnn, num_rounds=num_rounds, decision=decision)
         self.fuser: CacheFuser | None = None
-        if num_layers > 0:
-            self.fuser = CacheFuser(num_layers, [*prompt_set.role_names, DECISION_MAKER.name], mode=fuser_mode)
+        if num_layers > 0:  # a latent team: its decision node is the single agent's solver (reasoning/plans.py)
+            roles = list(dict.fromkeys([*prompt_set.role_names, SOLVER.name]))
+            self.fuser = CacheFuser(num_layers, roles, mode=fuser_mode, decision_role=SOLVER.name)
         if soft_edges and (self.policy is None or self.fuser is None):
             raise ValueError("soft edges need a learned topology and a CacheFuser (a latent team)")
         self.soft_edges = soft_edges
@@ -141,4 +151,13 @@ class Team(nn.Module):
         """Mean edge probabilities over ``questions`` (what ``gcache plot`` draws)."""
         with torch.no_grad():
             probs = self.edge_probs(questions)
-        return EdgeProbs(torch.stack([p.spatial for p in probs]).mean(0), torch.stack([p.temporal for p in probs]).mean(0))
+        read = torch.stack([p.read for p in probs]).mean(0) if probs and probs[0].read is not None else None
+        return EdgeProbs(torch.stack([p.spatial for p in probs]).mean(0), torch.stack([p.temporal for p in probs]).mean(0),
+                         read)
+
+    def read_parameters(self) -> list[nn.Parameter]:
+        """The read head's parameters (trained at their own rate: ``--read-lr``); empty without a read set."""
+        gnn = self.policy.gnn if self.policy is not None else None
+        if gnn is None or gnn.read is None:
+            return []
+        return [gnn.read.weight, gnn.read_offset]
