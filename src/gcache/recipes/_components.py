@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from pathlib import Path
 
 import torch
 
 from gcache.api.settings import MissingApiKeyError
-from gcache.config import ConfigError, RunConfig
+from gcache.config import ConfigError, RunConfig, prepare_out  # noqa: F401 - recipes use C.prepare_out
 from gcache.reasoning import DecodeConfig, LatentEngine, make_engine
 from gcache.reasoning.executor import GraphExecutor, Plan
 from gcache.methods import get_method
@@ -67,24 +66,6 @@ def build_engine(cfg: RunConfig, models: dict | None = None) -> LatentEngine:
         raise ConfigError(str(err), key="engine") from None
     logger.info("latent engine: %s", type(engine).__name__)
     return engine
-
-
-def prepare_out(out: str | Path) -> Path:
-    """Create the output folder and check it can be written, before anything slow happens.
-
-    Raises:
-        ConfigError: ``out`` is a file, or cannot be created or written.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    return out
 
 
 def load_prompt_set(cfg: RunConfig):
