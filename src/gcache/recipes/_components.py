@@ -185,18 +185,28 @@ def judge_alone(plan: Plan) -> Plan:
 
 
 def identity_facts(cfg: RunConfig, task) -> dict:
-    """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`)."""
-    import gcache
+    """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`).
+
+    Names alone do not pin content: a ``--prompt-set`` file and a local ``--model`` folder can change under the
+    same name, so their identity values carry hashes of the content (``name (sha256 ...)``), and the package's
+    version carries a hash of its source (:func:`gcache.provenance.code_version`).
+    """
     from gcache.io import file_sha256
+    from gcache.provenance import code_version, model_fingerprint
 
     data_file = task.resolve_path(Path(cfg.data), cfg.split) if cfg.data is not None else None
     checkpoint = checkpoint_file(cfg.checkpoint) if cfg.checkpoint is not None else None
-    return {
+    facts = {
         "data_sha256": file_sha256(data_file) if data_file is not None and data_file.is_file() else None,
         "task_version": task.version,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None and checkpoint.is_file() else None,
-        "package_version": gcache.__version__,
+        "package_version": code_version(),
     }
+    if cfg.prompt_set is not None and Path(cfg.prompt_set).is_file():
+        facts["prompt_set"] = f"{cfg.prompt_set} (sha256 {file_sha256(cfg.prompt_set)[:16]})"
+    if cfg.model is not None and (fingerprint := model_fingerprint(cfg.model)) is not None:
+        facts["model"] = f"{cfg.model} ({fingerprint})"
+    return facts
 
 
 def checkpoint_file(path: str | Path) -> Path:
