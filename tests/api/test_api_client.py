@@ -223,3 +223,13 @@ def test_a_connection_dropped_on_the_first_request_is_that_questions_error():
             stop.set()
             thread.join()
     assert r.text is None and r.error.startswith("connection error"), r
+
+
+def test_a_short_rejected_key_is_scrubbed_too(caplog):
+    caplog.set_level(logging.DEBUG)
+    with FaultServer(api_key="sk-the-right-key-000") as srv:
+        with pytest.raises(ApiFatalError) as err:
+            run_one(make_client(srv.base_url, api_key_override="abc12"), user("hi [short key]"))
+    message = str(err.value)
+    assert "(HTTP 401)" in message and "Incorrect API key provided: ***" in message
+    assert "abc12" not in message and "abc12" not in caplog.text

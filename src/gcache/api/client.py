@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 import openai
 
 from gcache.api.settings import ApiSettings
-from gcache.io.redaction import scrub_text
+from gcache.io.redaction import REDACTED, scrub_text
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,13 @@ class ChatClient:
         await self.aclose()
 
     def _scrub(self, text: str) -> str:
-        return scrub_text(text, self.settings.secrets)
+        text = scrub_text(text, self.settings.secrets)
+        key = self.settings.api_key
+        if key and key not in self.settings.secrets:
+            # A short key (settings.secrets leaves it out so as not to garble words) is still hidden where it
+            # stands alone, e.g. echoed in a 401 body: "Incorrect API key provided: abc12".
+            text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", REDACTED, text)
+        return text
 
     def _invalid_answer_delay(self, retry_index: int) -> float:
         ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**retry_index)
