@@ -296,9 +296,10 @@ def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipe
         lines.append(f"- {task}: {subset} (task version {first.summary.get('task_version')})")
         sandbox = first.summary.get("sandbox")
         if sandbox:
-            off = [f"{k} ({v[5:]})" for k, v in sandbox.items() if not v.startswith("on")]
+            # "partial: ..." and "off: ..." both fall short of what "on" promises: name them with their state.
+            off = [f"{k} ({v})" for k, v in sandbox.items() if not v.startswith("on")]
             lines.append(f"  - code ran in the sandbox: {len(sandbox) - len(off)} of {len(sandbox)} protections on"
-                         + (f"; off: {'; '.join(off)}" if off else ""))
+                         + (f"; not fully: {'; '.join(off)}" if off else ""))
     lines += ["", f"Accuracy is the `{pipeline}` extraction's (the `{other}` one beside it), pooled over seeds, with "
               "a Wilson 95% interval over (question, seed) trials. W/L/T: questions the method got right and the "
               f"baseline ({baseline}) wrong / the reverse / same outcome, same seed; p: exact sign test.", ""]
