@@ -311,3 +311,26 @@ def test_cannot_connect_to_a_host_unix_socket(protections, tmp_path):
         thread.join()
     assert result.status == "failed" and "PermissionError" in result.stderr
     assert received == []
+
+
+def test_humaneval_scoring_of_hostile_answers_goes_on():
+    """Through the task's own scoring: an early exit fails, a 5,000-level folder tree is scored like any answer
+    (not an exception for the whole run), and the next answer is scored as usual."""
+    from gcache.tasks._base import Example
+    from gcache.tasks.humaneval import HumanEval
+
+    task = HumanEval(timeout_s=5)
+    example = Example(id="humaneval-0", question='def add(a, b):\n    """Sum."""\n',
+                      answer="def check(candidate):\n    assert candidate(1, 2) == 3\n",
+                      meta={"entry_point": "add", "task_id": "HumanEval/0", "canonical_solution": ""})
+
+    def score(code: str) -> dict:
+        return task.score(f"```python\n{code}\n```", example)
+
+    early_exit = score("def add(a, b):\n    return False\nimport sys\nsys.exit(0)\n")
+    assert early_exit["status"] == "failed" and not early_exit["correct"]
+    tree = score("import os\nfd = os.open('.', os.O_RDONLY)\nfor _ in range(5000):\n    os.mkdir('d', dir_fd=fd)\n"
+                 "    fd = os.open('d', os.O_RDONLY, dir_fd=fd)\ndef add(a, b):\n    return a + b\n")
+    assert tree["status"] in ("passed", "failed", "sandbox_error")  # scored, whatever the outcome
+    right = score("def add(a, b):\n    return a + b\n")
+    assert right["status"] == "passed" and right["correct"]
