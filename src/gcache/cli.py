@@ -242,48 +242,54 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by what the user gave: printed as one line, no traceback."""
-    from gcache.api.client import ApiFatalError
-    from gcache.api.settings import MissingApiKeyError
-    from gcache.config import ConfigError
-    from gcache.io.results import ResultsFileError
-    from gcache.methods import MethodError
-    from gcache.models import ModelNotFoundError
-    from gcache.tasks import DatasetError
-
-    return (ApiFatalError, ConfigError, DatasetError, MethodError, ModelNotFoundError, MissingApiKeyError, ResultsFileError,
-            FileNotFoundError)
+# Errors caused by what the user gave: printed as one line, no traceback. Named, not imported: importing the
+# modules that define them would load torch and openai on the error path (seconds before one line).
+_USER_ERRORS = frozenset({
+    "gcache.api.client.ApiFatalError", "gcache.api.settings.MissingApiKeyError", "gcache.config.ConfigError",
+    "gcache.io.results.ResultsFileError", "gcache.methods.MethodError", "gcache.models.ModelNotFoundError",
+    "gcache.models._load.ModelNotFoundError", "gcache.tasks.DatasetError", "gcache.tasks._base.DatasetError",
+    "builtins.FileNotFoundError",
+})
+# Failures of the run itself (not of its input) that one line explains.
+_RUN_FAILURES = frozenset({"gcache.distributed.RankFailedError"})
 
 
-def _run_failures() -> tuple[type[BaseException], ...]:
-    """Failures of the run itself (not of its input) that one line explains."""
-    from gcache.distributed import RankFailedError
-
-    return (RankFailedError,)
+def _is_one_of(err: BaseException, names: frozenset[str]) -> bool:
+    return any(f"{cls.__module__}.{cls.__qualname__}" in names for cls in type(err).__mro__)
 
 
 def guarded(prog: str, fn: Callable[[], int]) -> int:
     """Run ``fn``; a user error becomes one line on stderr and exit status 2, Ctrl-C exit status 130."""
     try:
         return fn()
-    except _user_errors() as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except _run_failures() as err:  # e.g. another torchrun rank died: the message says how to resume
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if _is_one_of(err, _USER_ERRORS):
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return 2
+        if _is_one_of(err, _RUN_FAILURES):  # e.g. another torchrun rank died: the message says how to resume
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:  # also SIGTERM under torchrun (gcache.distributed)
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _quiet_http_clients(record: logging.LogRecord) -> bool:
+    """Drop INFO and below from HTTP client libraries (one line per request otherwise)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("httpx", "httpcore", "openai", "urllib3"))
 
 
 def configure_logging(level: str | None) -> None:
     """Log to stderr at ``level`` (default INFO), with chatty libraries at WARNING."""
     logging.basicConfig(level=level or "INFO",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "httpcore", "openai", "urllib3", "sentence_transformers"):
+    # Each name covers its children; the HTTP client's loggers are found by prefix, whatever it calls them
+    # (httpx logged as "httpx", later releases as "httpx2"), here and for any created later.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_http_clients)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -291,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gcache`` command. Returns the exit status."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    if getattr(args, "api_key", None):
+        # Any process on the machine can read a command line (/proc/PID/cmdline), model-written code included.
+        env = "GCACHE_SERVE_API_KEY" if args.command == "serve" else "API_KEY"
+        logging.getLogger("gcache").warning("--api-key on the command line is visible to every process of this "
+                                            "machine; prefer %s in the environment or .env", env)
     return guarded(f"gcache {args.command}", lambda: _run(args))
 
 

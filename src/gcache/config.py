@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,24 @@ def check_device(device: str, flag: str = "--device") -> None:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def prepare_out(out: str | Path) -> Path:
+    """Create the output folder and check it can be written, before anything slow happens.
+
+    Raises:
+        ConfigError: ``out`` is a file, or cannot be created or written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    return out
 
 
 @dataclass

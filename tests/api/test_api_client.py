@@ -192,3 +192,44 @@ def test_caller_bugs_raise(server):
         asyncio.run(client.complete([], max_tokens=5))
     with pytest.raises(ValueError, match="max_tokens"):
         asyncio.run(client.complete(user("x"), max_tokens=0))
+
+
+def test_a_connection_dropped_on_the_first_request_is_that_questions_error():
+    """A server that accepts and hangs up (a proxy restarting, an overloaded server) was reached: at batch size 1
+    the run must get past that question, not stop as if the address were wrong."""
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def hang_up():
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                conn.recv(65536)
+                conn.close()
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        try:
+            r = run_one(make_client(f"http://127.0.0.1:{port}/v1", max_retries=0), user("first"))
+        finally:
+            stop.set()
+            thread.join()
+    assert r.text is None and r.error.startswith("connection error"), r
+
+
+def test_a_short_rejected_key_is_scrubbed_too(caplog):
+    caplog.set_level(logging.DEBUG)
+    with FaultServer(api_key="sk-the-right-key-000") as srv:
+        with pytest.raises(ApiFatalError) as err:
+            run_one(make_client(srv.base_url, api_key_override="abc12"), user("hi [short key]"))
+    message = str(err.value)
+    assert "(HTTP 401)" in message and "Incorrect API key provided: ***" in message
+    assert "abc12" not in message and "abc12" not in caplog.text

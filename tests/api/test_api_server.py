@@ -275,3 +275,38 @@ def test_server_thread_shuts_down_and_frees_the_port(backend):
         httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=2)
     with socket.socket() as s:  # the port can be bound again
         s.bind(("127.0.0.1", srv.port))
+
+
+def test_a_lone_surrogate_is_a_400(server):
+    body = b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}], "max_tokens": 2}'
+    resp = httpx.post(f"{server.base_url}/chat/completions", content=body,
+                      headers={"content-type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == "messages.0.content"
+
+
+def _raw_response(port: int, head: bytes) -> bytes:
+    """Send only the request head (no body) and read what the server answers within 5 s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head)
+        return conn.recv(4096)
+
+
+def test_a_huge_body_is_refused_before_it_is_read(backend):
+    app = build_app(backend, MODEL_NAME, api_key="sk-serve-key-123456", max_body_bytes=1024)
+    with ServerThread(app) as srv:
+        huge = 300 * 2**20
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {huge}\r\n\r\n").encode()
+        # Without a key: 401 at once, though not one byte of the 300 MiB was sent (nothing was buffered).
+        assert _raw_response(srv.port, head).startswith(b"HTTP/1.1 401")
+        keyed = head.replace(b"Host: x\r\n", b"Host: x\r\nAuthorization: Bearer sk-serve-key-123456\r\n")
+        assert _raw_response(srv.port, keyed).startswith(b"HTTP/1.1 413")
+        # A body that streams in without a length is cut off at the cap too.
+        chunks = (b"x" * 512 for _ in range(8))
+        resp = httpx.post(f"{srv.base_url}/chat/completions", content=chunks,
+                          headers={"Authorization": "Bearer sk-serve-key-123456"})
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+        ok = httpx.post(f"{srv.base_url}/chat/completions", json={"messages": CONVERSATION, "max_tokens": 2},
+                        headers={"Authorization": "Bearer sk-serve-key-123456"})
+        assert ok.status_code == 200

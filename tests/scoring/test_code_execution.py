@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from gcache.scoring import SandboxLimits, run_program, sandbox_report
+from gcache.scoring.execution import remove_tree
 
 FAST = SandboxLimits(wall_s=3, cpu_s=3, memory_mb=256, max_processes=8)
 
@@ -38,10 +41,11 @@ def test_passing_and_failing_programs():
 
 def test_report_names_every_protection(protections):
     expected = {"process", "scratch_folder", "wall_time", "cpu_time", "memory", "processes", "file_size",
-                "open_files", "network", "pid_namespace", "filesystem", "tcp", "identity"}
+                "open_files", "network", "pid_namespace", "filesystem", "tcp", "identity", "completion", "mounts",
+                "scratch_size", "proc", "unix_sockets"}
     assert expected <= protections.keys()
-    assert all(v.startswith(("on: ", "off: ")) for v in protections.values()), protections
-    for always in ("process", "scratch_folder", "wall_time", "cpu_time", "memory", "file_size"):
+    assert all(v.startswith(("on: ", "partial: ", "off: ")) for v in protections.values()), protections
+    for always in ("process", "scratch_folder", "wall_time", "cpu_time", "memory", "file_size", "completion"):
         assert protections[always].startswith("on"), (always, protections[always])
 
 
@@ -184,3 +188,149 @@ def test_bad_limits():
         run_program("pass", timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb"):
         SandboxLimits(memory_mb=0)
+
+
+# ------------------------------------------------------------------------- probes of issue 20
+
+
+def test_exit_zero_before_the_tests_is_not_a_pass():
+    program = "def f(x):\n    return False\nimport sys\nsys.exit(0)\nassert f(1) is True\n"
+    result = run_program(program, limits=FAST)
+    assert result.returncode == 0 and result.status == "failed" and not result.passed
+    assert "not a pass" in result.stderr
+    hard = run_program("import os\nos._exit(0)\nassert False\n", limits=FAST)
+    assert hard.returncode == 0 and hard.status == "failed"
+    # The token is in no file, argv or environment the program can read.
+    snoop = ("import os, sys\nseen = open('program.py').read() + ' '.join(sys.argv) + str(os.environ)\n"
+             "seen += open('/proc/self/cmdline', 'rb').read().decode(errors='replace')\nprint(len(seen))\n")
+    assert run_program(snoop, limits=FAST).passed
+
+
+def _deep_tree(root: Path, depth: int) -> None:
+    """``depth`` nested folders under ``root`` (deeper than PATH_MAX allows to name in one path)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def test_remove_tree_survives_5000_nested_folders(tmp_path):
+    top = tmp_path / "tree"
+    top.mkdir()
+    _deep_tree(top, 5000)
+    (top / "d" / "f.txt").write_text("x")
+    os.chmod(top / "d", 0)  # a folder its program made unreadable
+    remove_tree(top)  # shutil.rmtree raises RecursionError here
+    assert not top.exists()
+    remove_tree(top)  # absent: no error either
+
+
+def test_nested_folder_answer_is_scored_and_the_next_one_too():
+    bomb = ("import os\nfd = os.open('.', os.O_RDONLY)\nfor _ in range(5000):\n    os.mkdir('d', dir_fd=fd)\n"
+            "    fd = os.open('d', os.O_RDONLY, dir_fd=fd)\n")
+    before = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("gcache-sandbox-")}
+    first = run_program(bomb, limits=FAST)
+    assert first.status in ("passed", "failed"), first
+    assert run_program("assert 1 + 1 == 2\n", limits=FAST).passed
+    after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("gcache-sandbox-")}
+    assert after <= before  # nothing left behind
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "gcache-sandbox-999999999-abc"  # no such pid
+    dead.mkdir()
+    _deep_tree(dead, 3)
+    alive = tmp_path / f"gcache-sandbox-{os.getppid()}-abc"
+    alive.mkdir()
+    assert run_program("pass\n", limits=FAST).passed
+    assert not dead.exists() and alive.exists()
+
+
+def test_a_sandbox_failure_is_the_programs_error_not_an_exception(monkeypatch):
+    import subprocess
+
+    def refuse(*args, **kwargs):  # a fault we cannot cause for real: the launcher cannot be started
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    result = run_program("pass\n", limits=FAST)
+    assert result.status == "sandbox_error" and "Too many open files" in result.stderr
+
+
+def test_scratch_folder_total_size_is_capped(protections):
+    needs(protections, "scratch_size")
+    small = SandboxLimits(wall_s=5, cpu_s=5, memory_mb=256, max_processes=8, max_file_mb=4, max_scratch_mb=8)
+    # Many files each under the per-file cap: only the total cap stops them.
+    program = ("import os\nn = 0\ntry:\n    for i in range(100):\n        with open(f'f{i}', 'wb') as f:\n"
+               "            f.write(b'x' * 2**20)\n        n += 1\nexcept OSError as err:\n    print(n, err.errno)\n")
+    result = run_program(program, limits=small)
+    written, errno = map(int, result.stdout.split())
+    assert written < 9 and errno == 28  # ENOSPC
+
+
+def test_other_processes_command_lines_are_out_of_sight(protections):
+    needs(protections, "proc")
+    program = ("import os\nseen = []\nfor p in os.listdir('/proc') if os.path.isdir('/proc') else []:\n"
+               "    if p.isdigit():\n        try:\n            seen.append(open(f'/proc/{p}/cmdline', 'rb').read())\n"
+               "        except OSError:\n            pass\nprint(sum(b'--api-key' in c for c in seen), len(seen))\n")
+    result = run_program(program, limits=FAST)
+    assert result.passed, result.stderr
+    leaked, visible = map(int, result.stdout.split())
+    assert leaked == 0 and visible <= 2  # at most the program itself (and its bootstrap's view of it)
+
+
+def test_cannot_connect_to_a_host_unix_socket(protections, tmp_path):
+    if not protections.get("unix_sockets", "").startswith("on"):
+        assert protections["network"].startswith(("partial", "off")), protections  # said, not hidden
+        pytest.skip(protections.get("unix_sockets"))
+    path = tmp_path / "s.sock"
+    received = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        os.chmod(tmp_path, 0o777)
+        os.chmod(path, 0o777)
+        server.listen(1)
+        server.settimeout(3)
+
+        def accept():
+            try:
+                conn, _ = server.accept()
+                received.append(conn.recv(100))
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        program = (f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(path)!r})\n"
+                   "s.sendall(b'sk-leak')\n")
+        result = run_program(program, limits=FAST)
+        thread.join()
+    assert result.status == "failed" and "PermissionError" in result.stderr
+    assert received == []
+
+
+def test_humaneval_scoring_of_hostile_answers_goes_on():
+    """Through the task's own scoring: an early exit fails, a 5,000-level folder tree is scored like any answer
+    (not an exception for the whole run), and the next answer is scored as usual."""
+    from gcache.tasks._base import Example
+    from gcache.tasks.humaneval import HumanEval
+
+    task = HumanEval(timeout_s=5)
+    example = Example(id="humaneval-0", question='def add(a, b):\n    """Sum."""\n',
+                      answer="def check(candidate):\n    assert candidate(1, 2) == 3\n",
+                      meta={"entry_point": "add", "task_id": "HumanEval/0", "canonical_solution": ""})
+
+    def score(code: str) -> dict:
+        return task.score(f"```python\n{code}\n```", example)
+
+    early_exit = score("def add(a, b):\n    return False\nimport sys\nsys.exit(0)\n")
+    assert early_exit["status"] == "failed" and not early_exit["correct"]
+    tree = score("import os\nfd = os.open('.', os.O_RDONLY)\nfor _ in range(5000):\n    os.mkdir('d', dir_fd=fd)\n"
+                 "    fd = os.open('d', os.O_RDONLY, dir_fd=fd)\ndef add(a, b):\n    return a + b\n")
+    assert tree["status"] in ("passed", "failed", "sandbox_error")  # scored, whatever the outcome
+    right = score("def add(a, b):\n    return a + b\n")
+    assert right["status"] == "passed" and right["correct"]

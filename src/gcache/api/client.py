@@ -8,8 +8,9 @@ connection errors, with jittered exponential backoff that honours ``retry-after`
   completion: no choices, no text), up to ``max_retries`` times with a short jittered delay;
 * failures that end one question: a request that still fails does not raise, it returns a :class:`ChatResult`
   with ``text=None`` and ``error`` set, so a benchmark records the failure for that question and goes on;
-* failures that end the run: the key is rejected (HTTP 401 / 403), or the server has never been reached by this
-  client. Sending the other questions could not succeed, so :class:`ApiFatalError` is raised at once.
+* failures that end the run: the key is rejected (HTTP 401 / 403), or no connection to the server could ever be
+  opened by this client (refused, unknown host, connect timeout). A connection that opens and then drops counts
+  as reached: that question's error, and the run goes on. Sending the other questions could not succeed, so :class:`ApiFatalError` is raised at once.
 
 The API key is scrubbed from every error string and log line (:func:`gcache.io.redaction.scrub_text`).
 """
@@ -20,6 +21,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 import openai
 
 from gcache.api.settings import ApiSettings
-from gcache.io.redaction import scrub_text
+from gcache.io.redaction import REDACTED, scrub_text
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,17 @@ class _InvalidResponse(Exception):
     def __init__(self, message: str, attempts: int = 1) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a transport failure happened before any connection opened (checked by class name: the HTTP
+    library may be httpx or httpx2, whose classes differ)."""
+    while exc is not None:
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & {"ConnectError", "ConnectTimeout", "ConnectionRefusedError", "gaierror"}:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass
@@ -155,7 +168,13 @@ class ChatClient:
         await self.aclose()
 
     def _scrub(self, text: str) -> str:
-        return scrub_text(text, self.settings.secrets)
+        text = scrub_text(text, self.settings.secrets)
+        key = self.settings.api_key
+        if key and key not in self.settings.secrets:
+            # A short key (settings.secrets leaves it out so as not to garble words) is still hidden where it
+            # stands alone, e.g. echoed in a 401 body: "Incorrect API key provided: abc12".
+            text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", REDACTED, text)
+        return text
 
     def _invalid_answer_delay(self, retry_index: int) -> float:
         ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**retry_index)
@@ -205,6 +224,10 @@ class ChatClient:
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
             reason = f"connection error: {type(cause).__name__}: {cause}"
+            if _never_connected(exc):
+                logger.debug("no connection could be opened to %s", base_url)
+            else:
+                self._reached = True  # it accepted a connection, then dropped it: the server is there
             if not self._reached:
                 raise ApiFatalError(self._scrub(f"cannot reach {base_url} ({reason}); check BASE_URL / --base-url "
                                                 "and that the server is up")) from None

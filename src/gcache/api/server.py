@@ -238,6 +238,66 @@ class _Batcher:
             self._executor = None
 
 
+# -- guard --------------------------------------------------------------------------------------
+class _Guard:
+    """ASGI middleware run before any body is read: the key is checked on the headers alone, and a body is refused
+    past ``max_body_bytes`` (by its Content-Length, or while it streams in), so a client without a key cannot make
+    the server buffer hundreds of MiB (FastAPI reads the body before it runs the key check)."""
+
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int) -> None:
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    @staticmethod
+    async def _reply(send: Any, error: _ApiError) -> None:
+        response = error.response()
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(response.body)).encode())]})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        if self.api_key is not None and scope.get("path", "").startswith("/v1/"):
+            sent = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(sent, f"Bearer {self.api_key}".encode()):
+                await self._reply(send, _ApiError(401, "invalid API key", code="invalid_api_key"))
+                return
+        too_large = _ApiError(413, f"request body larger than {self.max_body_bytes} bytes",
+                              code="request_too_large")
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.max_body_bytes:
+            await self._reply(send, too_large)
+            return
+        # Read the body here, at most the cap (FastAPI would turn an error raised while it reads into a 400).
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                await self._reply(send, too_large)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as the server's own receive does
+
+        await self.app(scope, replay, send)
+
+
 # -- app ----------------------------------------------------------------------------------------
 def build_app(
     backend: ChatBackend,
@@ -246,6 +306,7 @@ def build_app(
     max_batch_size: int = 1,
     default_max_tokens: int = 512,
     api_key: str | None = None,
+    max_body_bytes: int = 8 * 2**20,
 ) -> FastAPI:
     """Build the OpenAI-compatible FastAPI app.
 
@@ -257,6 +318,8 @@ def build_app(
             ``max_completion_tokens``. Default is 512.
         api_key (str | None): if set, requests must send ``Authorization: Bearer <api_key>``.
             Default is None (no check, for a server bound to 127.0.0.1).
+        max_body_bytes (int): largest request body; larger ones get HTTP 413, before the key check reads
+            anything. Default is 8 MiB.
 
     A backend with ``context_length`` and ``prompt_tokens(messages)`` gets prompts that do not fit answered with
     HTTP 400 (code ``context_length_exceeded``) and ``max_tokens`` capped at what fits.
@@ -289,6 +352,7 @@ def build_app(
         batcher.close()
 
     app = FastAPI(title="gcache OpenAI-compatible server", lifespan=lifespan)
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes)
     app.state.model_name = model_name
     app.state.batcher = batcher
 
@@ -327,6 +391,12 @@ def build_app(
             message = f"model {req.model!r} does not exist; this server serves {model_name!r}"
             raise _ApiError(404, message, param="model", code="model_not_found")
         messages = [m.plain() for m in req.messages]
+        for i, m in enumerate(messages):
+            try:
+                m["content"].encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate ("\\ud800" in the JSON) is no text to tokenize
+                raise _ApiError(400, f"messages[{i}].content is not valid Unicode text ({err.reason} at "
+                                     f"character {err.start})", param=f"messages.{i}.content") from None
         max_new = req.max_completion_tokens or req.max_tokens or default_max_tokens
         if context_length is not None and count_prompt is not None:
             n_prompt = await asyncio.to_thread(count_prompt, messages)  # a long prompt must not stall the loop

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-__all__ = ["REDACTED", "redact", "scrub_text"]
+__all__ = ["REDACTED", "SECRET_FIELDS", "redact", "redact_fields", "scrub_text"]
 
 REDACTED = "***"
 # Provider keys a server may echo back in an error body ("Incorrect API key provided: sk-..."), and bearer tokens.
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+#: Setting names whose values are secrets wherever they appear in a written structure.
+SECRET_FIELDS = ("api_key",)
 
 
 def redact(obj: Any, secrets: Iterable[str | None]) -> Any:
@@ -43,6 +45,20 @@ def _redact(obj: Any, secrets: list[str]) -> Any:
         return {_redact(k, secrets): _redact(v, secrets) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(_redact(v, secrets) for v in obj)
+    return obj
+
+
+def redact_fields(obj: Any, names: Iterable[str] = SECRET_FIELDS) -> Any:
+    """Copy of ``obj`` with the value of every dict key in ``names`` (at any depth) set to ``"***"`` when set.
+
+    >>> redact_fields({"methods": {"a": {"api_key": "k", "model": "m"}}, "api_key": None})
+    {'methods': {'a': {'api_key': '***', 'model': 'm'}}, 'api_key': None}
+    """
+    names = frozenset(names)
+    if isinstance(obj, dict):
+        return {k: (REDACTED if k in names and v else redact_fields(v, names)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_fields(v, names) for v in obj)
     return obj
 
 

@@ -42,6 +42,8 @@ class ResultStore:
         secrets (Iterable[str | None]): Strings never to write (see :func:`redact`). Default is ().
         part (str | None): This writer's part of the folder (e.g. ``"shard-0-of-2"``): records go to
             ``results.<part>.jsonl``. Default is None (``results.jsonl``).
+        read_only (bool): A reader, not the writer (``gcache report``): a torn last line is skipped, never
+            repaired (the writer may still be appending), and :meth:`append` refuses. Default is False.
 
     >>> store = ResultStore(tmp_path)  # doctest: +SKIP
     >>> store.append({"id": "gsm8k-test-0", "correct": True, "error": None})  # doctest: +SKIP
@@ -52,8 +54,10 @@ class ResultStore:
     filename = "results.jsonl"
     part_pattern = "results.*.jsonl"  # the parts of other writers (shards, ranks)
 
-    def __init__(self, out_dir: str | Path, secrets: Iterable[str | None] = (), part: str | None = None) -> None:
+    def __init__(self, out_dir: str | Path, secrets: Iterable[str | None] = (), part: str | None = None,
+                 read_only: bool = False) -> None:
         self.out_dir = Path(out_dir)
+        self.read_only = read_only
         if part is not None and (not part or "/" in part or part.startswith(".")):
             raise ValueError(f"a results part name must be a plain file-name piece, got {part!r}")
         self.path = self.out_dir / (self.filename if part is None else f"results.{part}.jsonl")
@@ -76,7 +80,8 @@ class ResultStore:
         """
         by_id: dict[str, dict] = {}
         for path in self.part_paths():
-            for record in self._read() if path == self.path else self._read_other(path):
+            mine = path == self.path and not self.read_only
+            for record in self._read() if mine else self._read_other(path):
                 kept = by_id.get(record["id"])
                 if kept is None or record.get("error") is None or kept.get("error") is not None:
                     by_id[record["id"]] = record
@@ -102,6 +107,8 @@ class ResultStore:
             ValueError: If ``record`` has no string ``"id"``.
             TypeError: If it is not JSON-serializable (nothing is written).
         """
+        if self.read_only:
+            raise ValueError(f"{self}: opened read-only")
         if not isinstance(record, dict) or not isinstance(record.get("id"), str):
             raise ValueError(f"a result record must be a dict with a string 'id', got {record!r:.200}")
         line = (json.dumps(redact(record, self._secrets), ensure_ascii=False) + "\n").encode("utf-8")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from pathlib import Path
 
 import torch
 
 from gcache.api.settings import MissingApiKeyError
-from gcache.config import ConfigError, RunConfig
+from gcache.config import ConfigError, RunConfig, prepare_out  # noqa: F401 - recipes use C.prepare_out
 from gcache.reasoning import DecodeConfig, LatentEngine, make_engine
 from gcache.reasoning.executor import GraphExecutor, Plan
 from gcache.methods import get_method
@@ -67,24 +66,6 @@ def build_engine(cfg: RunConfig, models: dict | None = None) -> LatentEngine:
         raise ConfigError(str(err), key="engine") from None
     logger.info("latent engine: %s", type(engine).__name__)
     return engine
-
-
-def prepare_out(out: str | Path) -> Path:
-    """Create the output folder and check it can be written, before anything slow happens.
-
-    Raises:
-        ConfigError: ``out`` is a file, or cannot be created or written.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    return out
 
 
 def load_prompt_set(cfg: RunConfig):
@@ -206,18 +187,28 @@ def judge_alone(plan: Plan) -> Plan:
 
 
 def identity_facts(cfg: RunConfig, task) -> dict:
-    """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`)."""
-    import gcache
+    """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`).
+
+    Names alone do not pin content: a ``--prompt-set`` file and a local ``--model`` folder can change under the
+    same name, so their identity values carry hashes of the content (``name (sha256 ...)``), and the package's
+    version carries a hash of its source (:func:`gcache.provenance.code_version`).
+    """
     from gcache.io import file_sha256
+    from gcache.provenance import code_version, model_fingerprint
 
     data_file = task.resolve_path(Path(cfg.data), cfg.split) if cfg.data is not None else None
     checkpoint = checkpoint_file(cfg.checkpoint) if cfg.checkpoint is not None else None
-    return {
+    facts = {
         "data_sha256": file_sha256(data_file) if data_file is not None and data_file.is_file() else None,
         "task_version": task.version,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None and checkpoint.is_file() else None,
-        "package_version": gcache.__version__,
+        "package_version": code_version(),
     }
+    if cfg.prompt_set is not None and Path(cfg.prompt_set).is_file():
+        facts["prompt_set"] = f"{cfg.prompt_set} (sha256 {file_sha256(cfg.prompt_set)[:16]})"
+    if cfg.model is not None and (fingerprint := model_fingerprint(cfg.model)) is not None:
+        facts["model"] = f"{cfg.model} ({fingerprint})"
+    return facts
 
 
 def checkpoint_file(path: str | Path) -> Path:

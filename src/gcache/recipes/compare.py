@@ -32,8 +32,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from gcache.config import ConfigError, RunConfig
+from gcache.config import ConfigError, RunConfig, prepare_out
 from gcache.io import atomic_write_json
+from gcache.io.redaction import redact, redact_fields
 from gcache.methods import list_methods
 
 logger = logging.getLogger(__name__)
@@ -183,9 +184,20 @@ class CompareConfig:
                     cells.append(Cell(task, method, seed, folder, config))
         return cells
 
+    def secrets(self) -> list[str]:
+        """Every ``api_key`` value of the matrix (settings, methods, tasks, overrides)."""
+        found = []
+        for values in (self.settings, self.overrides, *self.methods.values(), *self.tasks.values()):
+            if isinstance(values, Mapping) and isinstance(values.get("api_key"), str):
+                found.append(values["api_key"])
+        return found
+
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "seeds": self.seeds, "settings": self.settings, "methods": self.methods,
-                "tasks": self.tasks, "overrides": self.overrides, "source": self.source}
+        """The matrix as written to ``compare.json``: API keys are ``***`` there, as in every cell's files."""
+        raw = {"baseline": self.baseline, "seeds": self.seeds, "settings": self.settings, "methods": self.methods,
+               "tasks": self.tasks, "overrides": self.overrides, "source": self.source}
+        # Keys too short to search for safely (replacing "x" everywhere would mangle the file) are hidden by field.
+        return redact(redact_fields(raw), [s for s in self.secrets() if len(s) >= 8])
 
 
 class CompareRecipe:
@@ -201,7 +213,7 @@ class CompareRecipe:
         for cell in self.cells:  # fail on a missing data file now, not after an hour of other cells
             if cell.config.data is not None and not Path(cell.config.data).exists():
                 raise ConfigError(f"{self.config.source}: cell {cell.key}: --data {cell.config.data} not found")
-        self.out.mkdir(parents=True, exist_ok=True)
+        prepare_out(self.out)  # a file, or a folder that cannot be written: one line, before anything runs
         self.state = {cell.key: {"task": cell.task, "method": cell.method, "seed": cell.seed,
                                  "out": str(cell.out.relative_to(self.out)), "status": "pending"}
                       for cell in self.cells}

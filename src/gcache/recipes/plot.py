@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from gcache.config import RunConfig
+from gcache.config import ConfigError, RunConfig
 from gcache.plotting import plot_topology, plot_training_curves
 from gcache.recipes import _components as C
 
@@ -31,7 +31,11 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
     out_dir = C.prepare_out(out if out is not None else C.checkpoint_file(checkpoint).parent)
     written = []
     team = C.build_team(cfg, num_layers=_fuser_layers(ckpt))
-    team.load_state_dict(ckpt["team"])
+    try:
+        team.load_state_dict(ckpt["team"])
+    except (RuntimeError, KeyError, TypeError) as err:  # as eval: one line naming the checkpoint, not a traceback
+        raise ConfigError(f"checkpoint {checkpoint} does not fit the team its config describes: "
+                          f"{' '.join(str(err).split())[:300] or type(err).__name__}") from None
     if team.policy is not None:
         task = C.build_task(cfg)
         questions = [ex.question for ex in task.load(data or cfg.data, split=cfg.split, limit=limit)]

@@ -27,8 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gcache.config import ConfigError
+from gcache.config import ConfigError, prepare_out
 from gcache.io import ResultStore, atomic_write_text
+from gcache.io.results import ResultsFileError
 from gcache.methods import METHODS
 from gcache.plotting import CostPoint, plot_accuracy_vs_cost, plot_topology, plot_training_curves
 from gcache.scoring import sign_test, wilson_interval
@@ -79,8 +80,62 @@ class Row:
 
 
 def _read_records(folder: Path) -> list[dict]:
-    """A run's records, every results part of the folder merged by id (shards, ranks)."""
-    return ResultStore(folder).records()
+    """A run's records, every results part of the folder merged by id (shards, ranks).
+
+    Read-only: a torn last line is skipped, not repaired (the run may still be writing; resuming it repairs it).
+    """
+    return ResultStore(folder, read_only=True).records()
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or one line saying why it is not a ``what``.
+
+    Raises:
+        ResultsFileError: The file cannot be read, is not JSON, or is not an object.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise ResultsFileError(f"{path}: not a readable {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise ResultsFileError(f"{path}: not a {what} (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _read_summary(path: Path) -> dict:
+    summary = _read_json(path, "gcache eval summary")
+    counts = summary.get("counts")
+    problems = [key for key in ("dataset", "method") if not isinstance(summary.get(key), str)]
+    if not isinstance(counts, dict) or not isinstance(counts.get("questions"), int):
+        problems.append("counts.questions")
+    if not isinstance(summary.get("config", {}), dict):
+        problems.append("config")
+    if problems:
+        raise ResultsFileError(f"{path}: not a gcache eval summary (missing or malformed: {', '.join(problems)})")
+    return summary
+
+
+def _read_compare_state(folder: Path) -> dict:
+    """``compare.json``, checked: a ``matrix`` object and ``cells`` with task, method, seed and folder."""
+    path = folder / "compare.json"
+    state = _read_json(path, "gcache compare state")
+    cells = state.get("cells")
+    good = isinstance(cells, list) and isinstance(state.get("matrix", {}), dict) and all(
+        isinstance(c, dict) and isinstance(c.get("task"), str) and isinstance(c.get("method"), str)
+        and isinstance(c.get("seed"), int) and isinstance(c.get("out"), str) for c in cells)
+    if not good:
+        raise ResultsFileError(f"{path}: not a gcache compare state (expected 'cells': a list of objects with "
+                               "task, method, seed and out)")
+    return state
+
+
+def unfinished_cells(folder: str | Path) -> list[dict]:
+    """The cells of a compare folder's ``compare.json`` that have not finished (empty for eval folders)."""
+    folder = Path(folder)
+    if not (folder / "compare.json").is_file():
+        return []
+    return [cell for cell in _read_compare_state(folder)["cells"]
+            if cell.get("status") != "done" or not (folder / cell["out"] / "summary.json").is_file()]
 
 
 def collect_runs(folder: str | Path) -> list[Run]:
@@ -95,16 +150,16 @@ def collect_runs(folder: str | Path) -> list[Run]:
     runs = []
     state = folder / "compare.json"
     if state.is_file():
-        cells = json.loads(state.read_text(encoding="utf-8"))["cells"]
+        cells = _read_compare_state(folder)["cells"]
         for cell in cells:
             run_dir = folder / cell["out"]
             if (run_dir / "summary.json").is_file():
-                summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+                summary = _read_summary(run_dir / "summary.json")
                 runs.append(Run(cell["task"], cell["method"], cell["seed"], run_dir, summary,
                                 _read_records(run_dir)))
     else:
         for path in sorted(folder.rglob("summary.json")):
-            summary = json.loads(path.read_text(encoding="utf-8"))
+            summary = _read_summary(path)
             seed = (summary.get("seeds") or [summary.get("config", {}).get("seed", 0)])[0]
             runs.append(Run(summary["dataset"], summary["method"], seed, path.parent, summary,
                             _read_records(path.parent)))
@@ -207,10 +262,18 @@ def _fmt(x: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}{suffix}"
 
 
-def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipeline: str, command: str) -> str:
-    """The report as markdown: settings, then one table per task."""
+def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipeline: str, command: str,
+                    unfinished: list[dict] | None = None) -> str:
+    """The report as markdown: settings, then one table per task; cells of ``unfinished`` are marked."""
     other = "strict" if pipeline == "flexible" else "flexible"
+    unfinished = unfinished or []
     lines = [f"# gcache report", "", f"    {command}", ""]
+    if unfinished:
+        total = len(unfinished) + len({(r.task, r.method, r.seed) for r in runs} - {
+            (c["task"], c["method"], c["seed"]) for c in unfinished})
+        lines += [f"**Incomplete: {len(unfinished)} of {total} cells have not finished** (rerun `gcache compare` "
+                  "to resume them): " + ", ".join(f"{c['task']}/{c['method']}/seed{c['seed']} "
+                                                  f"({c.get('status', 'unknown')})" for c in unfinished), ""]
     lines += ["## Settings", ""]
     seen = {}
     for run in runs:
@@ -233,26 +296,34 @@ def render_markdown(rows: list[Row], runs: list[Run], baseline: str | None, pipe
         lines.append(f"- {task}: {subset} (task version {first.summary.get('task_version')})")
         sandbox = first.summary.get("sandbox")
         if sandbox:
-            off = [f"{k} ({v[5:]})" for k, v in sandbox.items() if not v.startswith("on")]
+            # "partial: ..." and "off: ..." both fall short of what "on" promises: name them with their state.
+            off = [f"{k} ({v})" for k, v in sandbox.items() if not v.startswith("on")]
             lines.append(f"  - code ran in the sandbox: {len(sandbox) - len(off)} of {len(sandbox)} protections on"
-                         + (f"; off: {'; '.join(off)}" if off else ""))
+                         + (f"; not fully: {'; '.join(off)}" if off else ""))
     lines += ["", f"Accuracy is the `{pipeline}` extraction's (the `{other}` one beside it), pooled over seeds, with "
               "a Wilson 95% interval over (question, seed) trials. W/L/T: questions the method got right and the "
               f"baseline ({baseline}) wrong / the reverse / same outcome, same seed; p: exact sign test.", ""]
-    for task in dict.fromkeys(row.task for row in rows):
+    for task in dict.fromkeys([*(row.task for row in rows), *(c["task"] for c in unfinished)]):
         lines += [f"## {task}", "",
                   f"| method | n (q × seeds) | accuracy [95% CI] | {other} | W/L/T vs {baseline} | p | "
                   "prompt tokens / q | gen tokens / q | latent steps / q | s / q | API $ | gen tokens × | time × |",
                   "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in (r for r in rows if r.task == task):
             paired = "—" if row.wins is None else f"{row.wins}/{row.losses}/{row.ties}"
+            pending = sorted(c["seed"] for c in unfinished if c["task"] == task and c["method"] == row.method)
+            mark = f" (unfinished: seed {', '.join(map(str, pending))})" if pending else ""
             lines.append(
-                f"| {row.method} | {row.questions} × {len(row.seeds)} | {_fmt(row.accuracy, 3)} "
+                f"| {row.method}{mark} | {row.questions} × {len(row.seeds)} | {_fmt(row.accuracy, 3)} "
                 f"({row.correct:g}/{row.trials}) [{row.low:.3f}, {row.high:.3f}] | {_fmt(row.other_accuracy, 3)} | "
                 f"{paired} | {_fmt(row.p_value, 3)} | {_fmt(row.prompt_tokens, 1)} | {_fmt(row.tokens, 1)} | "
                 f"{_fmt(row.latent_steps, 1)} | "
                 f"{_fmt(row.seconds, 2)} | {_fmt(row.api_cost, 4)} | {_fmt(row.token_ratio, 2, 'x')} | "
                 f"{_fmt(row.time_ratio, 2, 'x')} |")
+        shown = {row.method for row in rows if row.task == task}
+        for method in dict.fromkeys(c["method"] for c in unfinished if c["task"] == task and c["method"] not in shown):
+            seeds = sorted(c["seed"] for c in unfinished if c["task"] == task and c["method"] == method)
+            lines.append(f"| {method} (unfinished: seed {', '.join(map(str, seeds))}; no results yet) |"
+                         + " — |" * 12)
         lines.append("")
     return "\n".join(lines)
 
@@ -325,7 +396,8 @@ def write_report(folder: str | Path, *, baseline: str | None = None, pipeline: s
         tuple: ``(report.md path, plot paths)``.
 
     Raises:
-        ConfigError: No runs, an unknown baseline or pipeline.
+        ConfigError: No runs, an unknown baseline or pipeline, an ``out`` that cannot be written.
+        ResultsFileError: A damaged or foreign ``compare.json`` or ``summary.json``.
     """
     if pipeline not in ("flexible", "strict"):
         raise ConfigError(f"--filter: unknown value {pipeline!r}; choose flexible or strict")
@@ -334,15 +406,15 @@ def write_report(folder: str | Path, *, baseline: str | None = None, pipeline: s
     methods = list(dict.fromkeys(run.method for run in runs))
     if baseline is None:
         state = folder / "compare.json"
-        baseline = json.loads(state.read_text())["matrix"].get("baseline") if state.is_file() else None
+        baseline = _read_compare_state(folder).get("matrix", {}).get("baseline") if state.is_file() else None
         baseline = baseline if baseline in methods else methods[0]
     elif baseline not in methods:
         raise ConfigError(f"--baseline: {baseline!r} is not among the methods here ({', '.join(methods)})")
     rows = summarize(runs, baseline, pipeline)
-    out = Path(out) if out is not None else folder
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(out if out is not None else folder)
     plots = write_plots(rows, runs, out)
-    text = render_markdown(rows, runs, baseline, pipeline, command or f"gcache report {folder}")
+    text = render_markdown(rows, runs, baseline, pipeline, command or f"gcache report {folder}",
+                           unfinished_cells(folder))
     if plots:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     path = out / "report.md"

@@ -89,6 +89,12 @@ class ServeRecipe:
         if dtype not in DTYPES:
             raise ConfigError(f"--dtype: unknown value {dtype!r}; choose one of {', '.join(DTYPES)}")
         check_device(device)
+        if device.startswith("cuda"):  # before the model loads, as eval does (RunConfig), not an assert after it
+            if not torch.cuda.is_available():
+                raise ConfigError(f"--device {device}: no CUDA device is visible to torch here; use --device cpu")
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            if index >= torch.cuda.device_count():
+                raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
         self.model, self.port, self.host = model, port, host
         self.name = name or model
         self.dtype, self.device, self.max_batch_size = dtype, device, max_batch_size

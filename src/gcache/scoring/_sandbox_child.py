@@ -3,22 +3,31 @@
 Run by :func:`gcache.scoring.execution.run_program` as ``python -I _sandbox_child.py CONFIG_JSON`` in the program's
 scratch folder. It must not import gcache (``-I`` ignores ``PYTHONPATH``): standard library and ``ctypes`` only.
 
-In order, each step recorded as active or not (with the reason) in the report it writes to the status pipe:
+In order, each step recorded as ``on: ...``, ``partial: ...`` or ``off: <reason>`` in the report the program's
+process writes to the status pipe before it execs:
 
-1. namespaces: a network namespace (no interface is up, so nothing outside can be reached) and a PID namespace
-   (the program is its init: when it ends, or the launcher dies, every process it started is killed). As root
-   they are created directly; otherwise inside a new user namespace, which also makes the process limit count
-   only the sandbox's processes;
-2. as root: switch to a throwaway user id, so that the process limit applies (the kernel never limits root's
+1. namespaces: a network namespace (no interface is up, so nothing outside can be reached), a PID namespace
+   (the program is its init: when it ends, or the launcher dies, every process it started is killed) and a mount
+   namespace. As root they are created directly; otherwise inside a new user namespace, which also makes the
+   process limit count only the sandbox's processes;
+2. mounts (in the launcher, private to the sandbox): the scratch folder becomes a size-capped tmpfs holding a
+   copy of the program, so the program cannot fill the host's disk and whatever it leaves (5,000 nested folders)
+   vanishes with the namespace;
+3. fork; in the program's process (pid 1 of the new PID namespace): a fresh ``/proc`` showing only the sandbox's
+   processes (the host's command lines, API keys among them, are out of sight);
+4. as root: switch to a throwaway user id, so that the process limit applies (the kernel never limits root's
    processes) and the program cannot signal or ptrace other users' processes. It keeps one capability,
-   ``CAP_DAC_READ_SEARCH`` (read any file), so the interpreter stays readable wherever it lives; step 4 narrows
+   ``CAP_DAC_READ_SEARCH`` (read any file), so the interpreter stays readable wherever it lives; step 6 narrows
    what can be read;
-3. resource limits: CPU seconds, address space, processes, file size, open files, no core dumps;
-4. Landlock (Linux >= 5.13): writes only inside the scratch folder; reads only in the scratch folder, the
-   interpreter's installation and the system library folders; no TCP bind/connect (ABI >= 4); no signals or
-   abstract unix sockets out of the sandbox (ABI >= 6);
-5. fork; the child closes the status pipe, asks to be killed if the launcher dies, and execs
-   ``python -I program.py``. The launcher waits and reports the exit status and CPU time.
+5. resource limits: CPU seconds, address space, processes, file size, open files, no core dumps;
+6. Landlock (Linux >= 5.13): writes only inside the scratch folder; reads only in the scratch folder, the
+   interpreter's installation and the system library folders (``/proc`` only when it is the private one); no TCP
+   bind/connect (ABI >= 4); no signals or abstract unix sockets out of the sandbox (ABI >= 6);
+7. seccomp: no ``AF_UNIX`` socket can be created (a pathname socket of the host is the one way out that neither
+   the network namespace nor Landlock closes) and no io_uring (whose requests seccomp cannot see);
+8. exec ``python -I -c BOOTSTRAP program.py``: the bootstrap reads a random token from a pipe, runs the program,
+   and writes the token to a second pipe only when the program ran to its last line. The launcher reports the
+   exit status, the CPU time and whether the token came back: exit status 0 alone never counts as passed.
 """
 
 from __future__ import annotations
@@ -27,12 +36,19 @@ import ctypes
 import json
 import math
 import os
+import platform
 import resource
+import secrets
 import sys
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS = 0x00020000
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
@@ -57,7 +73,7 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE  # the rights a rule on a file may hold
 
 # Read-only for the program, beyond its scratch folder and the interpreter's own installation.
-SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/dev", "/proc")
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/dev")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -80,7 +96,8 @@ def _prctl(option: int, arg2: int = 0, arg3: int = 0) -> bool:
 # ----------------------------------------------------------------------------------------------- namespaces
 
 
-def enter_namespaces(root: bool, report: dict) -> None:
+def enter_namespaces(root: bool, report: dict) -> bool:
+    """Unshare network, PID and mount namespaces; returns whether the mount namespace exists."""
     flags = CLONE_NEWNET | CLONE_NEWPID
     uid, gid = os.getuid(), os.getgid()
     how = "created as root" if root else "inside a new user namespace"
@@ -90,7 +107,8 @@ def enter_namespaces(root: bool, report: dict) -> None:
         reason = f"off: unshare failed: {_errno_text()}"
         report["network"] = reason
         report["pid_namespace"] = reason
-        return
+        report["mounts"] = reason
+        return False
     if not root:
         try:  # keep our own ids inside; no supplementary groups can be set (what unprivileged maps require)
             with open("/proc/self/setgroups", "w") as f:
@@ -103,6 +121,44 @@ def enter_namespaces(root: bool, report: dict) -> None:
             report["user_namespace_map"] = f"off: {err}"
     report["network"] = f"on: network namespace ({how}); no interface is up"
     report["pid_namespace"] = f"on: PID namespace ({how}); its processes die with the program"
+    # Separately: a kernel that refuses a mount namespace must not cost the network and PID ones.
+    if libc.unshare(CLONE_NEWNS) != 0:
+        report["mounts"] = f"off: no mount namespace: {_errno_text()}"
+        return False
+    # Private propagation first: without it the mounts below would appear on the host.
+    if libc.mount(b"none", b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None) != 0:
+        report["mounts"] = f"off: cannot make the mount namespace private: {_errno_text()}"
+        return False
+    report["mounts"] = f"on: private mount namespace ({how})"
+    return True
+
+
+def mount_scratch(scratch: str, program: str, size_mb: int, uid: int | None, report: dict) -> bool:
+    """Mount a ``size_mb`` tmpfs on the scratch folder and write the program into it; returns whether it worked."""
+    owner = f",uid={uid},gid={uid}" if uid is not None else f",uid={os.getuid()},gid={os.getgid()}"
+    options = f"size={size_mb}m,nr_inodes={max(1024, size_mb * 256)},mode=0700{owner}".encode()
+    if libc.mount(b"tmpfs", scratch.encode(), b"tmpfs", ctypes.c_ulong(MS_NOSUID | MS_NODEV), options) != 0:
+        report["scratch_size"] = (f"off: tmpfs mount failed ({_errno_text()}): only each file's size is capped, "
+                                  "and what the program leaves must be deleted from the host's disk")
+        return False
+    os.chdir(scratch)  # the launcher's working directory was the folder under the mount
+    path = os.path.join(scratch, "program.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(program)
+    if uid is not None:
+        os.chown(path, uid, uid)
+    report["scratch_size"] = (f"on: the scratch folder is a private tmpfs of {size_mb} MiB; it vanishes with the "
+                              "sandbox")
+    return True
+
+
+def mount_proc(report: dict) -> bool:
+    """In pid 1 of the new PID namespace: a fresh /proc, which lists only the sandbox's processes."""
+    if libc.mount(b"proc", b"/proc", b"proc", ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC), None) != 0:
+        report["proc"] = f"on: no /proc at all (a private one could not be mounted: {_errno_text()})"
+        return False
+    report["proc"] = "on: private /proc: only the sandbox's own processes are visible"
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -259,7 +315,103 @@ def apply_landlock(scratch: str, read_roots: list[str], report: dict) -> None:
                        else f"off: Landlock ABI {abi} < 6 cannot scope signals")
 
 
+# ----------------------------------------------------------------------------------------------- seccomp
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+# (audit arch, socket, io_uring_setup) per machine.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+_LD, _JEQ, _JGE, _RET = 0x20, 0x15, 0x35, 0x06
+_ALLOW, _EPERM = 0x7FFF0000, 0x00050000 | 1
+AF_UNIX = 1
+
+
+def apply_seccomp(report: dict) -> bool:
+    """Refuse socket(AF_UNIX, ...) and io_uring_setup with EPERM; socketpair stays (it reaches nothing)."""
+    machine = platform.machine()
+    if machine not in _SECCOMP_ARCH:
+        report["unix_sockets"] = f"off: no seccomp filter for {machine}: host UNIX sockets can be connected to"
+        return False
+    arch, nr_socket, nr_io_uring = _SECCOMP_ARCH[machine]
+    # Jump offsets count from the next instruction; index 8 allows, 9 refuses.
+    program = [
+        (_LD, 0, 0, 4),              # 0: arch
+        (_JEQ, 0, 7, arch),          # 1: another ABI (i386 compat): refuse everything
+        (_LD, 0, 0, 0),              # 2: syscall number
+        (_JGE, 5, 0, 0x40000000),    # 3: x32 numbers: refuse
+        (_JEQ, 4, 0, nr_io_uring),   # 4
+        (_JEQ, 0, 2, nr_socket),     # 5
+        (_LD, 0, 0, 16),             # 6: low half of args[0], the address family
+        (_JEQ, 1, 0, AF_UNIX),       # 7
+        (_RET, 0, 0, _ALLOW),        # 8
+        (_RET, 0, 0, _EPERM),        # 9
+    ]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    prog = _SockFprog(len(program), filters)
+    if not _prctl(PR_SET_NO_NEW_PRIVS, 1) or libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                                                         ctypes.byref(prog), ctypes.c_ulong(0),
+                                                         ctypes.c_ulong(0)) != 0:
+        report["unix_sockets"] = f"off: seccomp failed ({_errno_text()}): host UNIX sockets can be connected to"
+        return False
+    report["unix_sockets"] = "on: seccomp: no AF_UNIX socket can be created (socketpair allowed), no io_uring"
+    return True
+
+
 # ----------------------------------------------------------------------------------------------- main
+
+# Runs the program as __main__ and hands back the token only when its last line has run: an exit (sys.exit(0),
+# os._exit(0)) or an exception before the end leaves the pipe without it. The token never touches a file, argv
+# or the environment; it lives only in this frame's memory.
+BOOTSTRAP = """
+import os, runpy, sys
+def _gcache_bootstrap(path, token_fd, done_fd):
+    token = os.read(token_fd, 256)
+    os.close(token_fd)
+    sys.argv = [path]
+    runpy.run_path(path, run_name="__main__")
+    os.write(done_fd, token)
+_gcache_bootstrap(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+"""
+
+
+def run_child(cfg: dict, report: dict, root: bool, private_mounts: bool, status_fd: int, token_r: int,
+              done_w: int) -> None:
+    """The program's process: confine, report, exec. Never returns."""
+    try:
+        os.set_inheritable(status_fd, False)  # closed at exec: the program cannot forge the launcher's lines
+        _prctl(PR_SET_PDEATHSIG, 9)  # SIGKILL: the launcher killed on timeout takes the program with it
+        proc_private = mount_proc(report) if private_mounts else False
+        if not private_mounts:
+            report["proc"] = "on: no /proc at all (Landlock does not allow reading it)"
+        if root and cfg.get("run_as_uid") is not None:
+            drop_root(cfg["run_as_uid"], report)
+            counted = "counted for the throwaway uid only"
+        else:
+            report["identity"] = "on: runs as the calling user (not root)" if not root else "off: runs as root"
+            counted = ("counted inside the sandbox's user namespace" if report["network"].startswith("on")
+                       else "beyond the processes this user already runs: no user namespace separates them")
+        if root and not report["identity"].startswith("on"):
+            counted = "not enforced: the kernel does not limit root's processes"
+        set_limits(cfg["limits"], counted, report, cfg.get("already", 0))
+        apply_landlock(cfg["scratch"], cfg["read_roots"] + (["/proc"] if proc_private else []), report)
+        if not report["filesystem"].startswith("on") and not proc_private:
+            report["proc"] = "off: the host's /proc is readable (its processes' command lines)"
+        if not apply_seccomp(report) and report["network"].startswith("on"):
+            report["network"] = report["network"].replace("on:", "partial:", 1) + (
+                ", but UNIX sockets on the host can be connected to")
+        os.write(status_fd, (json.dumps({"protections": report}) + "\n").encode())
+        for fd in (token_r, done_w):
+            os.set_inheritable(fd, True)
+        os.execv(cfg["python"], [cfg["python"], "-I", "-c", BOOTSTRAP, "program.py", str(token_r), str(done_w)])
+    finally:
+        os._exit(127)
 
 
 def main() -> int:
@@ -267,33 +419,46 @@ def main() -> int:
     status_fd = cfg["status_fd"]
     report: dict[str, str] = {}
     root = os.geteuid() == 0
-    enter_namespaces(root, report)
-    if root and cfg.get("run_as_uid") is not None:
-        drop_root(cfg["run_as_uid"], report)
-        counted = "counted for the throwaway uid only"
-    else:
-        report["identity"] = "on: runs as the calling user (not root)" if not root else "off: runs as root"
-        counted = ("counted inside the sandbox's user namespace" if report["network"].startswith("on")
-                   else "beyond the processes this user already runs: no user namespace separates them")
-    if root and not report["identity"].startswith("on"):
-        counted = "not enforced: the kernel does not limit root's processes"
+    private_mounts = enter_namespaces(root, report)
+    with open(cfg["program_file"], encoding="utf-8") as f:
+        program = f.read()
+    uid = cfg.get("run_as_uid") if root else None
+    if not (private_mounts and mount_scratch(cfg["scratch"], program, cfg["limits"]["max_scratch_mb"], uid, report)):
+        if not private_mounts:  # otherwise mount_scratch said why
+            report["scratch_size"] = ("off: no mount namespace: only each file's size is capped, and what the "
+                                      "program leaves must be deleted from the host's disk")
+        path = os.path.join(cfg["scratch"], "program.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(program)
+        if uid is not None:
+            os.chown(path, uid, uid)
     # Without a user namespace the kernel counts every process of this uid: allow the ones already running.
-    already = 0 if root or report["network"].startswith("on") else processes_of(os.getuid())
-    set_limits(cfg["limits"], counted, report, already)
-    apply_landlock(cfg["scratch"], cfg["read_roots"], report)
-    os.write(status_fd, (json.dumps({"protections": report}) + "\n").encode())
-
+    cfg["already"] = 0 if root or report["network"].startswith("on") else processes_of(os.getuid())
+    token = secrets.token_hex(32).encode()
+    token_r, token_w = os.pipe()
+    done_r, done_w = os.pipe()
+    os.write(token_w, token)
+    os.close(token_w)
     pid = os.fork()
-    if pid == 0:  # the program: init of the PID namespace when there is one
-        try:
-            os.close(status_fd)
-            _prctl(PR_SET_PDEATHSIG, 9)  # SIGKILL: the launcher killed on timeout takes the program with it
-            os.execv(cfg["python"], [cfg["python"], "-I", cfg["program"]])
-        finally:
-            os._exit(127)
+    if pid == 0:
+        os.close(done_r)
+        run_child(cfg, report, root, private_mounts, status_fd, token_r, done_w)
+    os.close(token_r)
+    os.close(done_w)
     _, status, usage = os.wait4(pid, 0)
     returncode = os.waitstatus_to_exitcode(status)
-    os.write(status_fd, (json.dumps({"returncode": returncode,
+    # Orphans of the program keep the pipe open only until the PID namespace dies with it: read what is there.
+    os.set_blocking(done_r, False)
+    done = b""
+    while True:
+        try:
+            chunk = os.read(done_r, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        done += chunk
+    os.write(status_fd, (json.dumps({"returncode": returncode, "completed": token in done,
                                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}) + "\n").encode())
     return 0
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
-from gcache.scoring import SandboxLimits, run_program
+from gcache.scoring import ExecutionResult, SandboxLimits, run_program
 from gcache.tasks._base import Example, Task
 
 __all__ = ["CodeTask"]
+
+logger = logging.getLogger(__name__)
 
 
 class CodeTask(Task):
@@ -37,8 +40,16 @@ class CodeTask(Task):
         raise NotImplementedError
 
     def run(self, code: str, example: Example):
-        """Run ``code`` against the tests; returns the :class:`~gcache.scoring.ExecutionResult`."""
-        return run_program(self.build_program(code, example), timeout_s=self.timeout_s, limits=self.limits)
+        """Run ``code`` against the tests; returns the :class:`~gcache.scoring.ExecutionResult`.
+
+        Whatever fails while scoring one answer is that answer's ``sandbox_error``: one question must not end
+        the run (nor every rerun, which would stop at the same question).
+        """
+        try:
+            return run_program(self.build_program(code, example), timeout_s=self.timeout_s, limits=self.limits)
+        except Exception as err:  # noqa: BLE001
+            logger.warning("scoring %s failed: %s: %s", example.id, type(err).__name__, err)
+            return ExecutionResult("sandbox_error", None, f"{type(err).__name__}: {err}")
 
     def is_correct(self, prediction: str | None, example: Example) -> bool:
         return prediction is not None and self.run(prediction, example).passed
