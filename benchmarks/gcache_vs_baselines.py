@@ -37,11 +37,12 @@ from pathlib import Path
 
 import torch
 
-from gcache.config import RunConfig
+from gcache.config import ConfigError, RunConfig
 from gcache.io import ResultStore
 from gcache.recipes import _components as C
 from gcache.recipes.eval import EvalRecipe
 from gcache.recipes.train import TrainRecipe, answer_target
+from gcache.training import checkpointing
 from gcache.training.team import seeded_generator
 
 ROWS = ("single", "latentmas_seq", "gcache_untrained", "gcache_trained", "text_chain", "gdesigner")
@@ -163,9 +164,13 @@ def main() -> None:
     if not args.table_only:
         for row in args.rows:
             if row == "gcache_trained" and args.shard:
-                ckpt = out / "train" / C.CHECKPOINT_NAME
-                if not ckpt.is_file() or torch.load(ckpt, weights_only=False)["step"] < args.steps:
-                    p.error(f"--shard only evaluates: train {ckpt.parent} to {args.steps} steps first (this script "
+                team = out / "train" / checkpointing.TEAM_DIR  # its config.json says how far it was trained
+                try:
+                    steps = checkpointing.load_team(team).step
+                except ConfigError:
+                    steps = 0
+                if steps < args.steps:
+                    p.error(f"--shard only evaluates: train {team.parent} to {args.steps} steps first (this script "
                             "without --shard, or gcache train under torchrun)")
             elif row == "gcache_trained":
                 trainer = TrainRecipe(train_config(args, out))

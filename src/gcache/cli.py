@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list the benchmarks: hub name, splits, answer kind, version")
 
-    sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model")
+    sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model (needs gcache[serve])")
     sv.add_argument("--model", default="smollm2", help="model to serve (default smollm2)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535 (default 8000)")
     sv.add_argument("--host", default="127.0.0.1",
@@ -88,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--engine", choices=ENGINES, default="auto",
                     help="latent engine: fast (static cache, CUDA graphs), eager, or auto (fast on CUDA; default)")
 
-    pl = sub.add_parser("plot", help="draw a checkpoint's learned topology and training curves to PNG")
-    pl.add_argument("checkpoint", help="a gcache train output folder or checkpoint.pt")
-    pl.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    pl = sub.add_parser("plot", help="draw a trained team's learned topology and training curves to PNG "
+                        "(needs gcache[plot])")
+    pl.add_argument("checkpoint", help="a trained team: a gcache train output folder, its team/ folder, a hub id "
+                    "owner/name, or an old checkpoint.pt")
+    pl.add_argument("--out", help="output folder (default: the folder given; required for a hub id)")
     pl.add_argument("--data", help="questions to average the edge probabilities over (default: training data)")
     pl.add_argument("--limit", type=_positive_int, default=16, help="questions to average over (default 16)")
     return parser
@@ -244,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by what the user gave: printed as one line, no traceback."""
+    from gcache._extras import MissingExtraError
     from gcache.api.client import ApiFatalError
     from gcache.api.settings import MissingApiKeyError
     from gcache.config import ConfigError
@@ -252,8 +255,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gcache.models import ModelNotFoundError
     from gcache.tasks import DatasetError
 
-    return (ApiFatalError, ConfigError, DatasetError, MethodError, ModelNotFoundError, MissingApiKeyError, ResultsFileError,
-            FileNotFoundError)
+    return (ApiFatalError, ConfigError, DatasetError, MethodError, MissingExtraError, ModelNotFoundError,
+            MissingApiKeyError, ResultsFileError, FileNotFoundError)
 
 
 def _run_failures() -> tuple[type[BaseException], ...]:

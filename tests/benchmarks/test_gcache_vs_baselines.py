@@ -39,7 +39,7 @@ def _bench(out: Path, *rows: str) -> str:
 def test_benchmark_trains_evaluates_and_tables_every_row(tmp_path):
     out = tmp_path / "bench"
     printed = _bench(out, "single", "gcache_untrained", "gcache_trained")
-    assert (out / "train" / "checkpoint.pt").is_file()
+    assert (out / "train" / "team" / "model.safetensors").is_file()
     table = (out / "table.md").read_text()
     assert printed.strip().endswith(table.strip().splitlines()[-1])
     for row, label in (("single", "single"), ("gcache_untrained", "gcache (untrained)"),
