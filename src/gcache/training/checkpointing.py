@@ -241,7 +241,7 @@ def render_card(info: Mapping[str, Any], evaluations: Sequence[Mapping[str, Any]
     lines = [
         "---",
         "library_name: gcache",
-        f"tags: [gcache, multi-agent, {method}]",
+        f"tags: [{', '.join(dict.fromkeys(['gcache', 'multi-agent', str(method)]))}]",
         f"base_model: {json.dumps(info.get('base_model'))}",
         "---",
         "",
