@@ -1,5 +1,5 @@
-"""The ``gcache`` command: ``eval``, ``train``, ``compare``, ``report``, ``tasks``, ``serve``, ``plot``. Each
-subcommand is a thin call into a recipe."""
+"""The ``gcache`` command: ``eval``, ``train``, ``compare``, ``report``, ``tasks``, ``serve``, ``plot``,
+``convert-checkpoint``. Each subcommand is a thin call into a recipe."""
 
 from __future__ import annotations
 
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="output folder (default: the folder given; required for a hub id)")
     pl.add_argument("--data", help="questions to average the edge probabilities over (default: training data)")
     pl.add_argument("--limit", type=_positive_int, default=16, help="questions to average over (default 16)")
+    cv = sub.add_parser("convert-checkpoint", help="write an old checkpoint.pt's team as a team folder "
+                        "(safetensors + JSON + model card; the old file is read with weights_only)")
+    cv.add_argument("checkpoint", help="an old checkpoint.pt, or the gcache train output folder holding one")
+    cv.add_argument("--out", help="team folder to write (default: team/ next to the old file)")
     return parser
 
 
@@ -240,6 +244,11 @@ def _run(args: argparse.Namespace) -> int:
 
         for path in plot_checkpoint(args.checkpoint, out=args.out, data=args.data, limit=args.limit):
             print(path)
+        return 0
+    if args.command == "convert-checkpoint":
+        from gcache.training.checkpointing import convert_legacy
+
+        print(convert_legacy(args.checkpoint, args.out))
         return 0
     raise AssertionError(args.command)
 

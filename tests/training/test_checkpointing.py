@@ -65,7 +65,7 @@ def test_a_checkpoint_that_runs_code_is_refused_and_nothing_in_it_runs(tmp_path,
     run_folder = tmp_path / "old-run"  # an old train output folder: OUT/checkpoint.pt
     _hostile_checkpoint(run_folder / "checkpoint.pt", marker)
 
-    with pytest.raises(CheckpointError, match="refusing .*hostile.pt.*GLOBAL .*exec"):
+    with pytest.raises(CheckpointError, match="refusing .*hostile.pt.*could run code"):
         load_team(hostile)
     for source in (hostile, run_folder):
         _one_line_exit_2(["eval", "--method", "gcache", "--checkpoint", str(source), "--data", HELD_OUT, "--out",
@@ -180,6 +180,15 @@ def test_old_checkpoint_files_still_load_and_damaged_folders_say_so(tmp_path, ca
     assert team.train_question_hashes == recipe._state()["train_question_hashes"] and team.step == 1
     assert main(["eval", "--checkpoint", str(old), "--data", HELD_OUT, "--limit", "1", "--out",
                  str(tmp_path / "e"), *FAST_FLAGS]) == 0
+    # converted once into a team folder: the same weights and provenance, no pickle left to read
+    assert main(["convert-checkpoint", str(old.parent)]) == 0
+    converted = load_team(old.parent / "team")
+    assert converted.folder == old.parent / "team" and converted.step == 1
+    assert converted.state_dict.keys() == team.state_dict.keys()
+    assert all(torch.equal(converted.state_dict[k], v) for k, v in team.state_dict.items())
+    assert converted.train_question_hashes == team.train_question_hashes
+    assert converted.info["prompt_set"] == "gsm8k" and converted.num_layers == 0  # a text team: no fuser
+    assert load_team(old.parent).folder == old.parent / "team"  # the folder now wins over the old file
 
     # weights that are not the ones config.json describes (a copy cut short, a hand edit) are refused
     weights = out / "team" / "model.safetensors"
@@ -190,3 +199,11 @@ def test_old_checkpoint_files_still_load_and_damaged_folders_say_so(tmp_path, ca
     _one_line_exit_2(["plot", str(out / "team")], capsys, caplog, "config.json is missing")
     _one_line_exit_2(["eval", "--checkpoint", str(tmp_path / "nowhere"), "--data", HELD_OUT, "--out",
                       str(tmp_path / "e3"), *FAST_FLAGS], capsys, caplog, "checkpoint not found")
+    # a hub id that the hub does not give (here: offline, as every test is) is one line too
+    _one_line_exit_2(["eval", "--checkpoint", "nobody/no-such-team", "--data", HELD_OUT, "--out",
+                      str(tmp_path / "e4"), *FAST_FLAGS], capsys, caplog,
+                     "checkpoint not found: nobody/no-such-team is not a local path, and the hub did not give it")
+    marker = tmp_path / "payload-ran"
+    _one_line_exit_2(["convert-checkpoint", str(_hostile_checkpoint(tmp_path / "bad" / "checkpoint.pt", marker))],
+                     capsys, caplog, "refusing")
+    assert not marker.exists() and not (tmp_path / "bad" / "team").exists()

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CARD_NAME", "CONFIG_NAME", "CheckpointError", "EVALUATIONS_NAME", "FORMAT", "HISTORY_NAME",
            "LEGACY_CHECKPOINT_NAME", "TEAM_DIR", "TRAIN_STATE_NAME", "TrainedTeam", "WEIGHTS_NAME",
-           "load_team", "load_train_state", "read_weights_only", "record_evaluation", "render_card", "save_team",
+           "convert_legacy", "load_team", "load_train_state", "read_weights_only", "record_evaluation", "render_card", "save_team",
            "save_train_state"]
 
 TEAM_DIR = "team"
@@ -468,3 +468,37 @@ def _load_legacy(path: Path, source: str) -> TrainedTeam:
     }
     return TrainedTeam(dict(state["team"]), config, info, list(state.get("history", ())), source, None,
                        file_sha256(path))
+
+
+def convert_legacy(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the team of an old ``checkpoint.pt`` (or of a run folder holding one) as a team folder.
+
+    The old file is read with ``weights_only=True`` like any other (a pickle carrying code is refused, not
+    converted); it is left in place.
+
+    Args:
+        path (str | Path): the old file, or the run folder holding it.
+        out (str | Path | None): the team folder to write. Default is None: ``team/`` next to the old file.
+
+    Returns:
+        Path: the team folder written.
+
+    Raises:
+        CheckpointError: no old checkpoint there, or one that is damaged or unsafe.
+    """
+    path = Path(path)
+    file = path / LEGACY_CHECKPOINT_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint not found: {file} (convert-checkpoint reads an old {LEGACY_CHECKPOINT_NAME})")
+    old = _load_legacy(file, str(path))
+    config = old.config
+    prompt_set = config.get("prompt_set")
+    if prompt_set is None:  # the dataset's own, as training chose it
+        from gcache.tasks import TASKS
+
+        prompt_set = TASKS[config["dataset"]].prompt_set if config.get("dataset") in TASKS else None
+    hashes = old.train_question_hashes
+    return save_team(Path(out) if out is not None else file.parent / TEAM_DIR, old.state_dict, run_config=config,
+                     identity=old.info.get("identity"), num_layers=old.num_layers, agents=old.info["team"]["agents"],
+                     prompt_set=str(prompt_set), train_question_hashes=hashes, train_questions=len(hashes),
+                     step=old.step, history=old.history)
