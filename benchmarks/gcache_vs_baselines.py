@@ -28,7 +28,8 @@ questions answered alone; generated tokens, latent steps and seconds per questio
 comes from :mod:`gcache.scoring.aggregation`, the code ``gcache eval``'s summary uses. Writes ``OUT/table.md``.
 
 ``--export DIR`` writes what the table rests on: each row's records gzipped, the table, the training history and
-convergence, and the trained team's weights (``DIR/team.pt``: its state dict and config, a few KB).
+convergence, and the trained team (``DIR/team``: safetensors weights, config.json and model card; ``gcache eval
+--checkpoint DIR/team`` re-evaluates it).
 
 Several machines or cores: ``--shard i/n`` runs every n-th test question of each row into the same ``OUT`` (see
 docs/scale-out.md). Shards only evaluate: train first (this script without ``--shard``).
@@ -43,15 +44,14 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
-
-from gcache.config import RunConfig
+from gcache.config import ConfigError, RunConfig
 from gcache.io import ResultStore
 from gcache.recipes import _components as C
 from gcache.recipes.eval import EvalRecipe
 from gcache.recipes.train import TrainRecipe
 from gcache.scoring.aggregation import (accuracy, majority_at, majority_tokens_at, oracle, paired,
                                         share_alone)
+from gcache.training import checkpointing
 
 ROWS = ("single", "self_consistency", "text_chain", "latentmas_seq", "gcache_untrained", "gcache_trained")
 LABELS = {"gcache_untrained": "gcache (untrained)", "gcache_trained": "gcache (trained)"}
@@ -167,10 +167,9 @@ def export(out: Path, dest: Path) -> None:
     for name in ("history.json", "convergence.json"):
         if (train / name).is_file():
             shutil.copyfile(train / name, dest / name)
-    if (train / C.CHECKPOINT_NAME).is_file():
-        ckpt = C.load_checkpoint(train)
-        torch.save({k: ckpt[k] for k in ("team", "config", "agents", "role_names", "train_question_hashes", "step")},
-                   dest / "team.pt")
+    team = train / checkpointing.TEAM_DIR
+    if team.is_dir():  # safetensors weights, config.json and the model card: loads with --checkpoint DIR/team
+        shutil.copytree(team, dest / "team", dirs_exist_ok=True)
 
 
 def main() -> None:
@@ -203,10 +202,14 @@ def main() -> None:
     if not args.table_only:
         for row in args.rows:
             if row == "gcache_trained" and args.shard:
-                ckpt = out / "train" / C.CHECKPOINT_NAME
-                if not ckpt.is_file() or C.load_checkpoint(ckpt)["step"] < args.steps:
-                    p.error(f"--shard only evaluates: train {ckpt.parent} to {args.steps} steps first (this script "
-                            "without --shard)")
+                team = out / "train" / checkpointing.TEAM_DIR  # its config.json says how far it was trained
+                try:
+                    steps = checkpointing.load_team(team).step
+                except ConfigError:
+                    steps = 0
+                if steps < args.steps:
+                    p.error(f"--shard only evaluates: train {team.parent} to {args.steps} steps first (this script "
+                            "without --shard, or gcache train under torchrun)")
             elif row == "gcache_trained":
                 trainer = TrainRecipe(train_config(args, out))
                 try:

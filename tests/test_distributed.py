@@ -264,7 +264,7 @@ def test_torchrun_training_step_is_the_one_process_step(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len([x for x in proc.stdout.splitlines() if x.startswith("{")]) == 1  # rank 0 reports, once
-    ckpt = torch.load(two / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(two / "train_state.pt", weights_only=True)
     assert_same_gradients(one, ckpt, weights=True)
     logged = ("reward", "answer_nll", "baseline", "reinforce_loss")
     assert {k: ckpt["history"][0][k] for k in logged} == pytest.approx({k: one.history[0][k] for k in logged},
@@ -274,7 +274,7 @@ def test_torchrun_training_step_is_the_one_process_step(tmp_path):
     one.cfg.steps = 2
     one.train()
     assert main(train_flags(**TRAIN, steps=2, out=two)) == 0
-    ckpt = torch.load(two / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(two / "train_state.pt", weights_only=True)
     assert [e["step"] for e in ckpt["history"]] == [1, 2]
     assert {k: ckpt["history"][1][k] for k in logged} == pytest.approx({k: one.history[1][k] for k in logged},
                                                                        rel=1e-5)

@@ -1,5 +1,5 @@
-"""The ``gcache`` command: ``eval``, ``train``, ``compare``, ``report``, ``tasks``, ``serve``, ``plot``. Each
-subcommand is a thin call into a recipe."""
+"""The ``gcache`` command: ``eval``, ``train``, ``compare``, ``report``, ``tasks``, ``serve``, ``plot``,
+``convert-checkpoint``. Each subcommand is a thin call into a recipe."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list the benchmarks: hub name, splits, answer kind, version")
 
-    sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model")
+    sv = sub.add_parser("serve", help="OpenAI-compatible server over a local model (needs gcache[serve])")
     sv.add_argument("--model", default="smollm2", help="model to serve (default smollm2)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535 (default 8000)")
     sv.add_argument("--host", default="127.0.0.1",
@@ -88,11 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--engine", choices=ENGINES, default="auto",
                     help="latent engine: fast (static cache, CUDA graphs), eager, or auto (fast on CUDA; default)")
 
-    pl = sub.add_parser("plot", help="draw a checkpoint's learned topology and training curves to PNG")
-    pl.add_argument("checkpoint", help="a gcache train output folder or checkpoint.pt")
-    pl.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    pl = sub.add_parser("plot", help="draw a trained team's learned topology and training curves to PNG "
+                        "(needs gcache[plot])")
+    pl.add_argument("checkpoint", help="a trained team: a gcache train output folder, its team/ folder, a hub id "
+                    "owner/name, or an old checkpoint.pt")
+    pl.add_argument("--out", help="output folder (default: the folder given; required for a hub id)")
     pl.add_argument("--data", help="questions to average the edge probabilities over (default: training data)")
     pl.add_argument("--limit", type=_positive_int, default=16, help="questions to average over (default 16)")
+    cv = sub.add_parser("convert-checkpoint", help="write an old checkpoint.pt's team as a team folder "
+                        "(safetensors + JSON + model card; the old file is read with weights_only)")
+    cv.add_argument("checkpoint", help="an old checkpoint.pt, or the gcache train output folder holding one")
+    cv.add_argument("--out", help="team folder to write (default: team/ next to the old file)")
     return parser
 
 
@@ -239,6 +245,11 @@ def _run(args: argparse.Namespace) -> int:
         for path in plot_checkpoint(args.checkpoint, out=args.out, data=args.data, limit=args.limit):
             print(path)
         return 0
+    if args.command == "convert-checkpoint":
+        from gcache.training.checkpointing import convert_legacy
+
+        print(convert_legacy(args.checkpoint, args.out))
+        return 0
     raise AssertionError(args.command)
 
 
@@ -248,7 +259,7 @@ _USER_ERRORS = frozenset({
     "gcache.api.client.ApiFatalError", "gcache.api.settings.MissingApiKeyError", "gcache.config.ConfigError",
     "gcache.io.results.ResultsFileError", "gcache.methods.MethodError", "gcache.models.ModelNotFoundError",
     "gcache.models._load.ModelNotFoundError", "gcache.tasks.DatasetError", "gcache.tasks._base.DatasetError",
-    "builtins.FileNotFoundError",
+    "builtins.FileNotFoundError", "gcache._extras.MissingExtraError",
 })
 # Failures of the run itself (not of its input) that one line explains.
 _RUN_FAILURES = frozenset({"gcache.distributed.RankFailedError"})

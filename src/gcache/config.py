@@ -152,6 +152,7 @@ class RunConfig:
     api_timeout: float = 60.0
     api_retries: int = 4
     retry_errors: bool = False
+    progress: bool = True  # progress bars (tqdm.auto: a widget in notebooks); never part of a run's identity
     prices: str | None = None
 
     def __post_init__(self) -> None:
@@ -347,7 +348,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--rounds", type=int, help="rounds of a graph method (default 1)")
     a("--topology", choices=TOPOLOGIES, help="learned (the GNN) or a fixed preset")
     a("--decision", choices=DECISIONS, help="how a graph's final answer is formed")
-    a("--checkpoint", help="a gcache train checkpoint (topology model and fuser)")
+    a("--checkpoint", help="a trained team: a gcache train output folder, its team/ folder, a hub id owner/name, "
+      "or an old checkpoint.pt (topology model and fuser)")
     a("--gnn-temperature", dest="gnn_temperature", type=float,
       help="temperature of the edge logits (codes are unit vectors: 0.25 lets p reach 0.02..0.98)")
     a("--embedder", help="sentence-transformers model for role/query embeddings (default all-MiniLM-L6-v2)")
@@ -374,6 +376,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, training: bool = False
     a("--retry-errors", dest="retry_errors", action="store_const", const=True,
       help="on resume, run again the questions that ended in an error")
     a("--prices", help="JSON/YAML file of API prices (USD per 1M tokens) added to the built-in table")
+    a("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     if not training:
         a("--shard", help="i/n: run only the questions at positions i, i+n, i+2n, ... into the same --out "
                           "(shards merge by question id; see docs/scale-out.md)")

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch
 
+from gcache._extras import extra_imports
 from gcache.io.atomic import atomic_open
+
+with extra_imports("plot", "plotting (gcache plot, gcache report's figures)"):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def _bench(out: Path, *rows: str) -> str:
 def test_benchmark_trains_evaluates_and_tables_every_row(tmp_path):
     out = tmp_path / "bench"
     printed = _bench(out, "single", "self_consistency", "gcache_untrained", "gcache_trained")
-    assert (out / "train" / "checkpoint.pt").is_file()
+    assert (out / "train" / "team" / "model.safetensors").is_file()
     table = (out / "table.md").read_text()
     assert table.strip().splitlines()[-1] in printed
     single = {i: r["correct"] for i, r in ResultStore(out / "single").load().items()}
@@ -70,5 +70,5 @@ def test_benchmark_trains_evaluates_and_tables_every_row(tmp_path):
     for row in ("single", "self_consistency", "gcache_untrained", "gcache_trained"):
         with gzip.open(export / f"{row}.jsonl.gz", "rt") as f:
             assert len(f.read().splitlines()) == 3
-    assert (export / "table.md").read_text() == table and (export / "team.pt").is_file()
+    assert (export / "table.md").read_text() == table and (export / "team" / "model.safetensors").is_file()
     assert json.loads((export / "convergence.json").read_text())["window"] == 1

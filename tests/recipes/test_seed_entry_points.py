@@ -83,7 +83,7 @@ def test_run_gsm8k_cache_trains_then_evaluates(tmp_path):
                                        "--optimized_spatial", "--num_iterations", "1", "--batch_size", "1",
                                        "--max_new_tokens", "4", "--latent_steps", "1", "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "train" / "checkpoint.pt").is_file()
+    assert (tmp_path / "train" / "team" / "model.safetensors").is_file()
     rows = (tmp_path / "eval" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 2
     for row in map(json.loads, rows):  # answered alone: no agent ran; else each agent that ran thought one step

@@ -73,13 +73,13 @@ def test_kill_9_during_train_resumes_from_last_step(tmp_path):
     proc.wait()
     done = json.loads(history.read_text())
     assert 1 <= len(done) < 4
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "train_state.pt", weights_only=True)
     assert ckpt["step"] == len(done)
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     final = json.loads(history.read_text())
     assert [e["step"] for e in final] == [1, 2, 3, 4]
     assert final[:len(done)] == done  # finished steps were neither lost nor redone
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert torch.load(out / "train_state.pt", weights_only=True)["step"] == 4
 
 
 def test_eval_from_checkpoint_and_plot(tmp_path):

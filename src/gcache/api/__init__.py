@@ -7,7 +7,6 @@ local model through the same protocol.
 
 from gcache.api.client import ChatClient, ChatResult
 from gcache.api.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
-from gcache.api.server import ChatBackend, Completion, ServerThread, build_app, run_server
 from gcache.api.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
@@ -33,3 +32,15 @@ __all__ = [
     "build_app",
     "run_server",
 ]
+
+# The server needs the 'serve' extra (fastapi, uvicorn, pydantic); the client does not. Its names are imported on
+# first use, so the core install can use the client (and everything that imports gcache.api) without the extra.
+_SERVER_NAMES = ("ChatBackend", "Completion", "ServerThread", "build_app", "run_server")
+
+
+def __getattr__(name: str):
+    if name in _SERVER_NAMES:
+        from gcache.api import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

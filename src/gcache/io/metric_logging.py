@@ -2,7 +2,7 @@
 
 ``gcache train`` keeps its own ``history.json`` (what ``gcache plot`` and ``gcache report`` read); a logger adds
 live curves: ``tensorboard --logdir OUT/tensorboard``. The TensorBoard writer is torch's
-(``torch.utils.tensorboard.SummaryWriter``), which needs the ``tensorboard`` package.
+(``torch.utils.tensorboard.SummaryWriter``), which needs the ``tensorboard`` extra (``gcache[tensorboard]``).
 
 >>> logger = build_metric_logger("runs/train/tensorboard")  # doctest: +SKIP
 >>> logger.log_dict({"loss": 0.7, "reward": 0.25}, step=1)  # doctest: +SKIP
@@ -48,7 +48,11 @@ class TensorBoardLogger:
     """
 
     def __init__(self, log_dir: str | Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # lazy: needs the tensorboard package
+        from gcache._extras import extra_imports
+
+        with extra_imports("tensorboard", "TensorBoard logging"):  # lazy: the package is an extra
+            import tensorboard  # noqa: F401 - torch's writer needs it; importing it first names it if missing
+            from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
@@ -73,6 +77,6 @@ def build_metric_logger(log_dir: str | Path, enabled: bool = True) -> MetricLogg
         return NoOpLogger()
     try:
         return TensorBoardLogger(log_dir)
-    except ImportError as err:
-        logger.warning("TensorBoard logging is off: %s (pip install tensorboard, or pass --no-tensorboard)", err)
+    except ImportError as err:  # MissingExtraError: its message says which extra to install
+        logger.warning("TensorBoard logging is off: %s; or pass --no-tensorboard", err)
         return NoOpLogger()

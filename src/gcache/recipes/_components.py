@@ -16,8 +16,6 @@ from gcache.methods import get_method
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
 
 def needs_local_model(cfg: RunConfig) -> bool:
     return cfg.mode != "api"
@@ -186,22 +184,25 @@ def judge_alone(plan: Plan) -> Plan:
     return dataclasses.replace(plan, nodes=plan.nodes[:-1] + (alone,))
 
 
-def identity_facts(cfg: RunConfig, task) -> dict:
+def identity_facts(cfg: RunConfig, task, team=None) -> dict:
     """The facts a run's identity holds besides its settings (see :data:`gcache.methods.COMMON_IDENTITY`).
 
     Names alone do not pin content: a ``--prompt-set`` file and a local ``--model`` folder can change under the
     same name, so their identity values carry hashes of the content (``name (sha256 ...)``), and the package's
     version carries a hash of its source (:func:`gcache.provenance.code_version`).
+
+    Args:
+        team (TrainedTeam | None): the loaded ``--checkpoint``: its weights' hash is the checkpoint's identity.
+            Default is None.
     """
     from gcache.io import file_sha256
     from gcache.provenance import code_version, model_fingerprint
 
     data_file = task.resolve_path(Path(cfg.data), cfg.split) if cfg.data is not None else None
-    checkpoint = checkpoint_file(cfg.checkpoint) if cfg.checkpoint is not None else None
     facts = {
         "data_sha256": file_sha256(data_file) if data_file is not None and data_file.is_file() else None,
         "task_version": task.version,
-        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None and checkpoint.is_file() else None,
+        "checkpoint_sha256": team.weights_sha256 if team is not None else None,
         "package_version": code_version(),
     }
     if cfg.prompt_set is not None and Path(cfg.prompt_set).is_file():
@@ -211,31 +212,25 @@ def identity_facts(cfg: RunConfig, task) -> dict:
     return facts
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """``path`` itself, or ``path/checkpoint.pt`` for a train output folder."""
-    path = Path(path)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+def load_checkpoint(source: str | Path):
+    """The trained team of ``--checkpoint``: a train output folder, its ``team/`` folder, a hub id or an old
+    ``checkpoint.pt``. Nothing it reads can run code (:mod:`gcache.training.checkpointing`).
+
+    Returns:
+        TrainedTeam: weights, the training run's settings and provenance.
+
+    Raises:
+        CheckpointError: (a :class:`ConfigError`) missing, damaged or unsafe.
+    """
+    from gcache.training.checkpointing import load_team
+
+    return load_team(source)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    path = checkpoint_file(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path} (gcache train writes OUT/{CHECKPOINT_NAME})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - EOFError, UnpicklingError, zip errors...: all mean a damaged file
-        detail = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"checkpoint {path} is damaged or not a checkpoint ({type(err).__name__}: {detail}); "
-                          "train again, or delete it to start over") from None
-    if not isinstance(state, dict) or not {"config", "team"} <= state.keys():
-        raise ConfigError(f"{path} is not a gcache train checkpoint (it holds no 'config' and 'team')")
-    return state
-
-
-def apply_checkpoint_config(cfg: RunConfig, ckpt: dict) -> RunConfig:
-    """Take the team-shaping settings from a checkpoint, so the saved weights fit the rebuilt team (and the fuser
+def apply_checkpoint_config(cfg: RunConfig, ckpt) -> RunConfig:
+    """Take the team-shaping settings from a trained team, so the saved weights fit the rebuilt team (and the fuser
     evaluates with the bias terms it was trained with, soft edges included)."""
-    saved = ckpt["config"]
+    saved = ckpt.config
     for key in ("method", "prompt_set", "agents", "rounds", "topology", "decision", "fuser", "message", "dataset",
                 "gnn_temperature", "embedder", "soft_edges", "alone_prob"):
         if key == "dataset" and cfg.data is not None:

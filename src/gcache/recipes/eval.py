@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from gcache.agents.prompts import is_echo
 from gcache.config import ConfigError, RunConfig, compare_identity
@@ -99,7 +99,7 @@ class EvalRecipe:
         self.dist.setup()
         cfg.device = self.dist.device  # under torchrun, rank r takes cuda:<local rank>
         C.prepare_out(self.out)
-        if cfg.checkpoint:
+        if cfg.checkpoint:  # safetensors and JSON (or an old .pt read with weights_only): nothing in it runs
             self.ckpt = C.load_checkpoint(cfg.checkpoint)
             C.apply_checkpoint_config(cfg, self.ckpt)
         else:
@@ -109,7 +109,7 @@ class EvalRecipe:
         if self.ckpt is not None:
             self._refuse_trained_questions()
         prompt_set = C.load_prompt_set(cfg) if cfg.learned else None
-        self.identity = cfg.identity(C.identity_facts(cfg, self.task))
+        self.identity = cfg.identity(C.identity_facts(cfg, self.task, self.ckpt))
         self._check_resume()
         self.api = C.build_api(cfg) if C.needs_api(cfg) else None
         self.prices = C.load_prices(cfg)
@@ -136,10 +136,10 @@ class EvalRecipe:
             self.team = C.build_team(cfg, self.engine.num_layers if self.engine is not None else 0, prompt_set)
             if self.ckpt is not None:
                 try:
-                    self.team.load_state_dict(self.ckpt["team"])
+                    self.team.load_state_dict(self.ckpt.state_dict)
                 except RuntimeError as err:  # e.g. a text-graph checkpoint (no fuser) run as a latent graph
                     raise ConfigError(f"{cfg.checkpoint} does not fit this run (trained with --mode "
-                                      f"{self.ckpt['config'].get('mode')}, now --mode {cfg.mode}): "
+                                      f"{self.ckpt.config.get('mode')}, now --mode {cfg.mode}): "
                                       f"{str(err).splitlines()[0]}") from None
             self.team.eval()
         fuser = self.team.fuser if self.team is not None else None
@@ -152,7 +152,7 @@ class EvalRecipe:
         """A checkpoint is never evaluated on the questions it was trained on."""
         from gcache.recipes.train import question_hash
 
-        trained = set(self.ckpt.get("train_question_hashes", ()))
+        trained = set(self.ckpt.train_question_hashes)
         seen = [ex.id for ex in self.examples if question_hash(ex.question) in trained]
         if seen:
             raise ConfigError(f"{len(seen)} of the {len(self.examples)} questions to evaluate were training questions "
@@ -207,7 +207,7 @@ class EvalRecipe:
                     f" (shard {self.shard} of {len(self.examples)})" if self.shard.count > 1 else "",
                     len(mine) - len(todo), len(todo))
         with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=cfg.method, unit="q", dynamic_ncols=True,
-                  disable=not self.is_main) as bar:
+                  disable=not (self.is_main and cfg.progress)) as bar:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
                 for record in self._run_batch(batch):
@@ -216,7 +216,13 @@ class EvalRecipe:
         ran = self.dist.gather(len(todo), "the summary")  # waits until every rank has finished its questions
         if self.dist.enabled and self.is_main:
             logger.info("questions run per rank: %s", ran)
-        return self.summary(write=self.is_main)
+        summary = self.summary(write=self.is_main)
+        if self.ckpt is not None and self.is_main and summary["counts"]["answered"] == len(self.examples):
+            # a finished evaluation (every shard's part in) joins the team's model card
+            from gcache.training.checkpointing import record_evaluation
+
+            record_evaluation(self.ckpt, summary, self.out)
+        return summary
 
     def _draws(self, batch) -> list:
         """The graph of each question: the learned policy's seeded sample (``--eval-graph sample``, as G-Designer

@@ -27,11 +27,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gcache._extras import MissingExtraError
 from gcache.config import ConfigError, prepare_out
 from gcache.io import ResultStore, atomic_write_text
 from gcache.io.results import ResultsFileError
 from gcache.methods import METHODS
-from gcache.plotting import CostPoint, plot_accuracy_vs_cost, plot_topology, plot_training_curves
 from gcache.scoring import sign_test, wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -347,7 +347,14 @@ def _slug(text: str) -> str:
 
 
 def write_plots(rows: list[Row], runs: list[Run], out: Path) -> list[Path]:
-    """Accuracy vs tokens and vs seconds, training curves of trained checkpoints, edge use of learned graphs."""
+    """Accuracy vs tokens and vs seconds, training curves of trained checkpoints, edge use of learned graphs.
+
+    Raises:
+        MissingExtraError: matplotlib (the ``plot`` extra) is not installed.
+    """
+    # lazy: plotting needs the 'plot' extra, and the tables do not
+    from gcache.plotting import CostPoint, plot_accuracy_vs_cost, plot_topology, plot_training_curves
+
     written = []
     usable = [row for row in rows if not math.isnan(row.accuracy)]
     if usable:
@@ -412,7 +419,11 @@ def write_report(folder: str | Path, *, baseline: str | None = None, pipeline: s
         raise ConfigError(f"--baseline: {baseline!r} is not among the methods here ({', '.join(methods)})")
     rows = summarize(runs, baseline, pipeline)
     out = prepare_out(out if out is not None else folder)
-    plots = write_plots(rows, runs, out)
+    try:
+        plots = write_plots(rows, runs, out)
+    except MissingExtraError as err:  # the tables are the report; the figures are its extra
+        logger.warning("report: no figures: %s", err)
+        plots = []
     text = render_markdown(rows, runs, baseline, pipeline, command or f"gcache report {folder}",
                            unfinished_cells(folder))
     if plots:

@@ -17,9 +17,12 @@ Per step, for a batch of ``--batch-size`` training questions:
   hybrid mode the API model cannot be differentiated: the NLL is scored where the local model reads the fused
   latent context, the verbaliser whose text the API model is sent.
 
-Training reads training questions only: the checkpoint records a hash of each, and ``gcache eval --checkpoint``
-refuses test questions that were trained on. A checkpoint (``OUT/checkpoint.pt``: weights, optimizer, baseline,
-history) is written atomically after every step, so a killed run restarts from its last finished step.
+Training reads training questions only: the trained team records a hash of each, and ``gcache eval --checkpoint``
+refuses test questions that were trained on. After every step it writes, each file atomically, the trained team
+(``OUT/team/``: safetensors weights, ``config.json``, ``history.json`` and a model card; what evaluation and
+plotting load, see :mod:`gcache.training.checkpointing`) and the resumable state (``OUT/train_state.pt``:
+weights, optimizer, baseline, history; read with ``weights_only=True``), so a killed run restarts from its last
+finished step.
 
     gcache train --method gcache --dataset gsm8k --data ../shared/data/gsm8k/train.jsonl --limit 40 \\
         --model smollm2 --batch-size 4 --steps 10 --out runs/train
@@ -35,15 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from gcache.config import ConfigError, RunConfig, compare_identity
 from gcache.distributed import Distributed
-from gcache.io import atomic_torch_save, atomic_write_json
+from gcache.io import atomic_write_json
 from gcache.io.metric_logging import build_metric_logger
 from gcache.reasoning import ContextOverflowError
 from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
+from gcache.training import checkpointing
 from gcache.training.reinforce import MovingAverageBaseline, reinforce_loss
 from gcache.training.team import GraphDraw, seeded_generator
 
@@ -137,7 +141,8 @@ class TrainRecipe:
             raise ConfigError("--out DIR is required: checkpoints and the training log are written there")
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.checkpoint_path = self.out / C.CHECKPOINT_NAME
+        self.checkpoint_path = self.out / checkpointing.TRAIN_STATE_NAME  # what a resume reads
+        self.team_path = self.out / checkpointing.TEAM_DIR  # what evaluation and plotting read
         self.utility_fn = utility_fn or utility_of(cfg.utility)
         self.needs_text = utility_fn is not None or "correct" in cfg.utility
         self.dist = Distributed(cfg.device)  # under torchrun: each rank runs its share of every batch
@@ -162,7 +167,7 @@ class TrainRecipe:
                            "refuse to evaluate any question trained on", cfg.dataset)
         self.identity = cfg.identity(C.identity_facts(cfg, self.task), training=True)
         # Checked before any model loads: a checkpoint of another run is refused at once.
-        resume = self._read_checkpoint() if self.checkpoint_path.is_file() and self.dist.world.is_main else None
+        resume = self._read_checkpoint() if self.dist.world.is_main else None
         if not C.needs_local_model(cfg) and not self.needs_text:
             raise ConfigError(f"--utility {cfg.utility} scores the gold answer with the local model, which --mode api "
                               f"has not got: use --utility correct")
@@ -221,8 +226,15 @@ class TrainRecipe:
             "alone_outcomes": self.alone_outcomes,
         }
 
-    def _read_checkpoint(self) -> dict:
-        state = C.load_checkpoint(self.checkpoint_path)
+    def _read_checkpoint(self) -> dict | None:
+        """The state to resume from: ``train_state.pt``, or the single-file ``checkpoint.pt`` older versions wrote
+        (both read with ``weights_only=True``); None for a fresh run."""
+        legacy = self.out / checkpointing.LEGACY_CHECKPOINT_NAME
+        if not self.checkpoint_path.is_file() and legacy.is_file():
+            self.checkpoint_path = legacy  # continued here; the next step writes the new files
+        if not self.checkpoint_path.is_file():
+            return None
+        state = checkpointing.load_train_state(self.checkpoint_path)
         compare_identity(state.get("identity"), self.identity, self.checkpoint_path)
         return state
 
@@ -237,9 +249,19 @@ class TrainRecipe:
             logger.info("resuming from %s at step %d", self.checkpoint_path, self.step)
 
     def _save_checkpoint(self) -> None:
+        """The team folder first, then the resumable state: a crash between them resumes from the state's step,
+        whose next step rewrites the folder."""
         if not self.dist.world.is_main:  # every rank holds the same state; rank 0 writes it
             return
-        atomic_torch_save(self._state(), self.checkpoint_path)
+        state = self._state()
+        checkpointing.save_team(
+            self.team_path, state["team"], run_config=state["config"], identity=self.identity,
+            num_layers=self.team.fuser.num_layers if self.team.fuser is not None else 0, agents=state["agents"],
+            prompt_set=self.cfg.prompt_set or self.task.prompt_set,
+            train_question_hashes=state["train_question_hashes"], train_questions=len(self.examples),
+            step=self.step, history=self.history)
+        self.checkpoint_path = self.out / checkpointing.TRAIN_STATE_NAME  # also after resuming an old checkpoint.pt
+        checkpointing.save_train_state(self.checkpoint_path, state)
         atomic_write_json(self.out / "history.json", self.history)
 
     # ------------------------------------------------------------------ training
@@ -420,7 +442,7 @@ class TrainRecipe:
     def train(self) -> dict:
         cfg = self.cfg
         with tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", unit="step",
-                  disable=not self.dist.world.is_main) as bar:
+                  disable=not (self.dist.world.is_main and cfg.progress)) as bar:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
                 entry = self.train_step(self._batch(self.step))
@@ -436,7 +458,7 @@ class TrainRecipe:
             logger.info("training %s: %s", "converged" if convergence["converged"] else "has NOT converged",
                         ", ".join(f"{g} step ratio {r:.2f}" for g, r in convergence["groups"].items()))
             atomic_write_json(self.out / "convergence.json", convergence)
-        return {"steps": self.step, "checkpoint": str(self.checkpoint_path),
+        return {"steps": self.step, "team": str(self.team_path), "checkpoint": str(self.checkpoint_path),
                 "last": self.history[-1] if self.history else None, "convergence": convergence}
 
     def _alone_is_exact(self) -> bool:
