@@ -20,7 +20,9 @@ Nothing is tuned on the test questions. Rows:
 * ``gcache (untrained)``: the initial policy (it answers alone with probability ``--alone-prob``), a neutral fuser;
 * ``gcache (trained)``: after ``--steps`` steps of ``gcache train``.
 
-Learned rows run the seeded sample of their policy per question. Columns: accuracy with a Wilson 95% interval;
+Learned rows run the seeded sample of their policy per question; a question their policy answers alone takes the
+``single`` row's record (``gcache eval --alone-from``: the same plan, prompt and greedy answer, tested bit for bit),
+so a G-cache row costs only the questions it answers as a team. Columns: accuracy with a Wilson 95% interval;
 paired wins/losses with the exact sign test against ``single`` and against self-consistency at matched generated
 tokens (the SC@k whose tokens per question are nearest the row's); the oracle of per-question gating between
 ``single`` and the row (right when either is: what choosing per question could reach at best); the share of
@@ -62,6 +64,8 @@ def row_config(row: str, args, out: Path) -> RunConfig:
     common = dict(model=args.model, data=args.test_data, split="test", limit=args.test, batch_size=args.batch_size,
                   max_new_tokens=args.max_new_tokens, latent_steps=args.latent_steps, seed=args.seed,
                   shard=args.shard, out=str(out / row))
+    if row.startswith("gcache") and args.reuse_single and (out / "single" / "config.json").is_file():
+        common["alone_from"] = str(out / "single")  # answer-alone questions take single's record (exact)
     if row == "gcache_trained":
         return RunConfig(method=method, checkpoint=str(out / "train"), **common)
     if row == "gcache_untrained":
@@ -195,6 +199,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/vs_baselines")
     p.add_argument("--export", help="folder to write the records (gzipped), table and trained team into")
     p.add_argument("--shard", help="i/n: this process's share of every row's test questions (evaluation only)")
+    p.add_argument("--no-reuse-single", dest="reuse_single", action="store_false",
+                   help="run the G-cache rows' answer-alone questions again instead of taking single's records "
+                        "(gcache eval --alone-from; exact either way)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)

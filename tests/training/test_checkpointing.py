@@ -23,7 +23,7 @@ from gcache.training.team import seeded_generator
 ASSETS = Path(__file__).parents[1] / "assets"
 TRAIN = str(ASSETS / "tiny_gsm8k_train.jsonl")
 HELD_OUT = str(ASSETS / "tiny_gsm8k.jsonl")
-FAST = dict(model="tiny-random-qwen3", latent_steps=1, max_new_tokens=6, agents=3)
+FAST = dict(model="tiny-random-qwen3", latent_steps=1, max_new_tokens=6, agents=3, alone_prob=0.01)  # the team is read, so its weights matter
 FAST_FLAGS = ["--model", "tiny-random-qwen3", "--max-new-tokens", "2", "--latent-steps", "1"]
 
 pytestmark = pytest.mark.integration

@@ -53,7 +53,10 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
         probs = team.mean_edge_probs(questions)
         temporal = probs.temporal if cfg.rounds > 1 else None
         names = [f"{a}#{i}" for i, a in enumerate(team.agents)]
-        written.append(plot_topology(probs.spatial, temporal, names, out_dir / "topology.png"))
+        title = None
+        if probs.read is not None:  # whom the decision node reads (G-cache's read set), mean over the questions
+            title = "P(decision reads): " + ", ".join(f"{n} {float(p):.2f}" for n, p in zip(names, probs.read))
+        written.append(plot_topology(probs.spatial, temporal, names, out_dir / "topology.png", title=title))
     if ckpt.history:
         written.append(plot_training_curves(ckpt.history, out_dir / "training_curves.png",
                                             keys=("reward", "answer_nll", "reinforce_loss", "accuracy")))

@@ -409,7 +409,7 @@ class TrainRecipe:
         grad_norms = [_norm([p.grad for p in group["params"] if p.grad is not None])
                       for group in self.optimizer.param_groups]
         self.optimizer.step()
-        steps = {}  # per parameter group: the gradient norm and Adam's step relative to its largest (see _converged)
+        steps = {}  # per parameter group: the gradient norm and Adam's step relative to its largest (see converged())
         for group, old, grad_norm in zip(self.optimizer.param_groups, before, grad_norms):
             moved = _norm([p.detach() - q for p, q in zip(group["params"], old)])
             size = sum(p.numel() for p in group["params"])
