@@ -103,39 +103,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_eval(cfg) -> int:
-    """``gcache eval`` on a validated :class:`~gcache.config.RunConfig`; prints a one-line JSON brief (rank 0)."""
-    from gcache.recipes.eval import EvalRecipe
+    """``gcache eval`` on a validated :class:`~gcache.config.RunConfig` (:func:`gcache.evaluate`); prints a one-line
+    JSON brief (rank 0)."""
+    from gcache.config import ConfigError
+    from gcache.python_api import evaluate
 
-    recipe = EvalRecipe(cfg)
-    try:
-        recipe.setup()
-        summary = recipe.run()
-    finally:
-        recipe.cleanup()  # also leaves torch.distributed's group
-    if recipe.is_main:  # one line per run, not one per torchrun rank
+    if cfg.out is None:  # the command keeps its results; only Python callers may run in a temporary folder
+        raise ConfigError("--out DIR is required: results and the resume state are written there")
+    run = evaluate(cfg)
+    summary = run.summary
+    if run.main_process:  # one line per run, not one per torchrun rank
         brief = {k: summary[k] for k in ("method", "accuracy", "accuracy_filter", "accuracy_strict", "counts")}
         brief["seconds_per_question"] = summary["per_question"]["seconds"]
         print(json.dumps(brief))
     failed, total = summary["counts"]["errors"], summary["counts"]["questions"]
     if failed:
-        if recipe.is_main:
+        if run.main_process:
             print(f"{failed} of {total} questions failed; rerun with --retry-errors", file=sys.stderr)
         return 1
     return 0
 
 
 def run_train(cfg) -> int:
-    """``gcache train`` on a validated :class:`~gcache.config.RunConfig`; prints the result as JSON (rank 0)."""
-    from gcache.recipes.train import TrainRecipe
+    """``gcache train`` on a validated :class:`~gcache.config.RunConfig` (:func:`gcache.train`); prints the result
+    as JSON (rank 0)."""
+    from gcache.python_api import train
 
-    recipe = TrainRecipe(cfg)
-    try:
-        recipe.setup()
-        result = recipe.train()
-    finally:
-        recipe.cleanup()  # also leaves torch.distributed's group
-    if recipe.dist.world.is_main:  # one line per run, not one per torchrun rank
-        print(json.dumps(result))
+    run = train(cfg)
+    if run.main_process:  # one line per run, not one per torchrun rank
+        print(json.dumps(run.result))
     return 0
 
 
@@ -156,7 +152,8 @@ def _seeds(text: str) -> list[int]:
 def run_compare(args: argparse.Namespace) -> int:
     """``gcache compare``: build the matrix from the YAML and flags, validate every cell, run them."""
     from gcache.config import ConfigError
-    from gcache.recipes.compare import CompareConfig, CompareRecipe
+    from gcache.python_api import compare
+    from gcache.recipes.compare import CompareConfig
 
     overrides = {k: getattr(args, k) for k in ("limit", "model", "device", "dtype", "batch_size", "max_new_tokens")
                  if getattr(args, k) is not None}
@@ -177,14 +174,11 @@ def run_compare(args: argparse.Namespace) -> int:
                                baseline=args.baseline, overrides=overrides)
     else:
         raise ConfigError("gcache compare needs --config FILE, or --methods and --tasks")
-    recipe = CompareRecipe(config, args.out)
     if args.dry_run:
         for cell in config.cells(args.out):
             print(f"{cell.key}\t{cell.out}")
         return 0
-    recipe.setup()
-    result = recipe.run()
-    recipe.cleanup()
+    result = compare(config, args.out)
     print(json.dumps({"out": args.out, "cells": len(result["cells"]),
                       "done": sum(c["status"] == "done" for c in result["cells"])}))
     return 0
@@ -192,14 +186,13 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """``gcache report``: write report.md and the plots; print the report."""
-    from gcache.recipes.report import write_report
+    from gcache.python_api import report
 
     command = " ".join(["gcache report", args.folder] + ([f"--baseline {args.baseline}"] if args.baseline else [])
                        + ([f"--filter {args.filter}"] if args.filter != "flexible" else []))
-    path, plots = write_report(args.folder, baseline=args.baseline, pipeline=args.filter, out=args.out,
-                               command=command)
-    print(path.read_text(encoding="utf-8"))
-    for plot in plots:
+    done = report(args.folder, baseline=args.baseline, pipeline=args.filter, out=args.out, command=command)
+    print(done.markdown)
+    for plot in done.plots:
         print(plot)
     return 0
 

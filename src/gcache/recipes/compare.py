@@ -138,8 +138,23 @@ class CompareConfig:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
+        return cls.from_dict(data, overrides, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                  source: str = "Python") -> CompareConfig:
+        """A matrix given as the YAML file's mapping (``methods`` and ``tasks`` may be lists of names).
+
+        >>> CompareConfig.from_dict({"methods": ["single", "latentmas_seq"], "tasks": ["gsm8k"]}).baseline
+        'single'
+
+        Raises:
+            ConfigError: On unknown keys or malformed values (names ``source`` and the key).
+        """
+        path = source
+        if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping with {', '.join(_TOP_KEYS)}")
+        data = dict(data)
         unknown = sorted(set(data) - set(_TOP_KEYS))
         if unknown:
             raise ConfigError(f"{path}: unknown keys {unknown}; valid: {', '.join(_TOP_KEYS)}")
@@ -152,7 +167,7 @@ class CompareConfig:
             data[key] = {str(k): (v or {}) for k, v in data[key].items()}
         return cls(methods=data["methods"], tasks=data["tasks"], seeds=list(data.get("seeds", [0])),
                    settings=data.get("settings") or {}, baseline=data.get("baseline"),
-                   overrides=dict(overrides or {}), source=str(path))
+                   overrides=dict(overrides or {}), source=source)
 
     def cells(self, out: str | Path) -> list[Cell]:
         """Every cell, validated (a bad setting in any cell fails here, before anything runs).

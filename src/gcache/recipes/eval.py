@@ -71,11 +71,9 @@ class EvalRecipe:
     """Evaluate one method on one dataset. ``setup()``, then ``run()``, then ``summary()``."""
 
     def __init__(self, cfg: RunConfig, models: dict | None = None) -> None:
-        if cfg.out is None:
-            raise ConfigError("--out DIR is required: results and the resume state are written there")
         self.cfg = cfg
         self.models = models  # loaded models shared with other runs (gcache compare); None: load for this run
-        self.out = Path(cfg.out)
+        self.out = Path(cfg.out) if cfg.out is not None else None  # None: answering only (setup_answering)
         self.engine = None
         self.api = None
         self.team = None
@@ -96,14 +94,12 @@ class EvalRecipe:
     def setup(self) -> None:
         """Check everything the user gave (files, folders, settings, resume state), then load the model."""
         cfg = self.cfg
+        if self.out is None:
+            raise ConfigError("--out DIR is required: results and the resume state are written there")
         self.dist.setup()
         cfg.device = self.dist.device  # under torchrun, rank r takes cuda:<local rank>
         C.prepare_out(self.out)
-        if cfg.checkpoint:  # safetensors and JSON (or an old .pt read with weights_only): nothing in it runs
-            self.ckpt = C.load_checkpoint(cfg.checkpoint)
-            C.apply_checkpoint_config(cfg, self.ckpt)
-        else:
-            self.ckpt = None
+        self._load_checkpoint()
         self.task = C.build_task(cfg)
         self.examples = self.task.load(cfg.data, split=cfg.split, limit=cfg.limit)
         if self.ckpt is not None:
@@ -125,6 +121,38 @@ class EvalRecipe:
             logger.info("nothing left to run here: no model is loaded")
         # Written only now that setup succeeded: a failed start leaves nothing that blocks the corrected command.
         atomic_write_json(self.out / "config.json", {"identity": self.identity, "config": cfg.to_dict()})
+
+    def setup_answering(self) -> None:
+        """Load what answering needs (the model, the team with its ``--checkpoint``, the executor) and nothing of
+        ``--out`` or the dataset: :meth:`answer` then runs questions given in Python exactly as :meth:`run` runs a
+        dataset's (``gcache.load_agents``)."""
+        cfg = self.cfg
+        self.dist.setup()
+        cfg.device = self.dist.device
+        self._load_checkpoint()
+        self.task = C.build_task(cfg)
+        prompt_set = C.load_prompt_set(cfg) if cfg.learned else None
+        self.api = C.build_api(cfg) if C.needs_api(cfg) else None
+        self.prices = C.load_prices(cfg)
+        self.secrets = self.api.settings.secrets if self.api is not None else []
+        self.alone_records = {}
+        self._build_agents(prompt_set)
+
+    def answer(self, examples: list) -> list[dict]:
+        """The records of ``examples`` (what ``results.jsonl`` would hold), run in batches of ``--batch-size`` as
+        :meth:`run` runs them; nothing is written. Needs :meth:`setup` or :meth:`setup_answering` first."""
+        records = []
+        for start in range(0, len(examples), self.cfg.batch_size):
+            records.extend(self._run_batch(examples[start:start + self.cfg.batch_size]))
+        return records
+
+    def _load_checkpoint(self) -> None:
+        """``--checkpoint``'s trained team, whose team-shaping settings replace the run's (None without one)."""
+        if self.cfg.checkpoint:  # safetensors and JSON (or an old .pt read with weights_only): nothing in it runs
+            self.ckpt = C.load_checkpoint(self.cfg.checkpoint)
+            C.apply_checkpoint_config(self.cfg, self.ckpt)
+        else:
+            self.ckpt = None
 
     def _build_agents(self, prompt_set) -> None:
         """The local model, the learned team (with its checkpoint) and the executor."""

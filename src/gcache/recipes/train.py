@@ -439,7 +439,18 @@ class TrainRecipe:
             **steps,
         }
 
-    def train(self) -> dict:
+    def train(self, on_step: Callable[[dict], None] | None = None) -> dict:
+        """Train up to ``--steps`` (from the resumed step), writing the team and the resumable state after each.
+
+        Args:
+            on_step (Callable[[dict], None] | None): called with each finished step's log entry (the
+                ``history.json`` entry: step, reward, accuracy, losses, seconds ...) once it is saved, on every
+                torchrun rank. Default is None.
+
+        Returns:
+            dict: ``steps``, ``team`` (folder), ``checkpoint`` (resumable state), ``last`` (entry) and
+            ``convergence`` (what ``gcache train`` prints).
+        """
         cfg = self.cfg
         with tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.method}", unit="step",
                   disable=not (self.dist.world.is_main and cfg.progress)) as bar:
@@ -453,6 +464,8 @@ class TrainRecipe:
                 self.metric_logger.log_dict(entry, step=entry["step"])  # after the checkpoint: a resume logs no step twice
                 bar.set_postfix(reward=f"{entry['reward']:.3f}", graphs=entry["graphs"])
                 bar.update(1)
+                if on_step is not None:
+                    on_step(entry)
         convergence = converged(self.history)
         if self.dist.world.is_main and convergence["groups"]:
             logger.info("training %s: %s", "converged" if convergence["converged"] else "has NOT converged",
