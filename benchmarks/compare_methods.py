@@ -3,7 +3,9 @@
     python benchmarks/compare_methods.py --model smollm2 --limit 8 --data ../shared/data/gsm8k/test.jsonl
 
 Each method runs through ``gcache eval`` (same batch size, decoding cap and questions), so the numbers are what a
-user gets. Prints a table and the latentmas_seq / text_chain ratios; writes the runs under ``--out``.
+user gets. Accuracy (with its Wilson 95% interval) and the paired wins/losses against ``single`` (exact sign test)
+come from :mod:`gcache.scoring.aggregation` over each run's ``results.jsonl``, the code ``gcache report`` uses.
+Prints a table and the latentmas_seq / text_chain ratios; writes the runs under ``--out``.
 
 ``--shard i/n`` (with ``--out``) runs every n-th question of each method, for one machine of several; the shards
 fill the same folders, and each prints the table of whatever is done so far (the last one: all of it).
@@ -18,13 +20,15 @@ import tempfile
 from pathlib import Path
 
 from gcache.cli import main as gcache_main
+from gcache.io import ResultStore
+from gcache.scoring.aggregation import accuracy, paired
 
 METHODS = ("single", "text_chain", "latentmas_seq")
 
 
-def run(args: argparse.Namespace) -> dict[str, dict]:
+def run(args: argparse.Namespace) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     out_root = Path(args.out or tempfile.mkdtemp(prefix="gcache-bench-"))
-    summaries = {}
+    summaries, records = {}, {}
     for method in METHODS:
         out = out_root / method
         argv = ["eval", "--method", method, "--dataset", "gsm8k", "--limit", str(args.limit), "--model", args.model,
@@ -37,16 +41,21 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
         if gcache_main(argv) != 0:
             raise SystemExit(f"{method} failed")
         summaries[method] = json.loads((out / "summary.json").read_text())
-    return summaries
+        records[method] = ResultStore(out, read_only=True).records()
+    return summaries, records
 
 
-def table(summaries: dict[str, dict]) -> str:
-    rows = ["| method | s / question | generated tokens / q | latent steps / q | accuracy |",
-            "|---|---:|---:|---:|---:|"]
+def table(summaries: dict[str, dict], records: dict[str, list[dict]]) -> str:
+    rows = ["| method | s / question | generated tokens / q | latent steps / q | accuracy [95% CI] | W/L vs single (p) |",
+            "|---|---:|---:|---:|---|---|"]
     for method, s in summaries.items():
         n = s["counts"]["answered"]
+        acc = accuracy(records[method])
+        vs = "—" if method == "single" else "{0.wins}/{0.losses} ({0.p:.3f})".format(paired(records[method],
+                                                                                               records["single"]))
         rows.append(f"| {method} | {s['per_question']['seconds']:.2f} | {s['totals']['completion_tokens'] / n:.1f} | "
-                    f"{s['totals']['latent_steps'] / n:.1f} | {s['accuracy']:.3f} ({s['counts']['correct']}/{n}) |")
+                    f"{s['totals']['latent_steps'] / n:.1f} | {acc.rate:.3f} ({acc.correct}/{acc.n}) "
+                    f"[{acc.low:.3f}, {acc.high:.3f}] | {vs} |")
     lat, txt = summaries["latentmas_seq"], summaries["text_chain"]
     rows.append("")
     rows.append(f"latentmas_seq / text_chain: time {lat['per_question']['seconds'] / txt['per_question']['seconds']:.2f}x, "
@@ -69,4 +78,4 @@ if __name__ == "__main__":
     if args.shard and not args.out:
         p.error("--shard needs --out: the shards of a comparison fill the same folders")
     logging.basicConfig(level=logging.WARNING)
-    print(table(run(args)))
+    print(table(*run(args)))

@@ -30,6 +30,23 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("GCACHE_TEST_THREADS", "1")))
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Under ``tests/``, only ``test_*.py`` files are collected: ``--doctest-modules`` (on in ``addopts`` for the
+    package's doctests) would otherwise import the helpers and every ``conftest.py`` as modules of their own."""
+    if collection_path.suffix == ".py" and not collection_path.name.startswith("test_"):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects: the mark must be there when it looks
+def pytest_collection_modifyitems(config, items):
+    """A test that loads the embedded SmolLM2 (``real_model``) belongs to the slow tier: loading it alone takes
+    seconds, and its forward passes are 135M parameters on a CPU."""
+    for item in items:
+        if item.get_closest_marker("real_model") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen3():
     """``(model, tokenizer)``: a frozen 2-layer random Qwen3 (fp32, byte-level tokenizer)."""

@@ -151,6 +151,7 @@ def test_parts_from_two_machines_merge_by_copying(tmp_path, reference, caplog):
 # ---------------------------------------------------------------------------- torchrun
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, reference):
     data, expected = reference
@@ -181,6 +182,7 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_killed_rank_fails_clearly_and_rerun_loses_nothing(tmp_path):
@@ -254,6 +256,7 @@ def assert_same_gradients(recipe: TrainRecipe, ckpt: dict, weights: bool) -> Non
                                        atol=1e-6, msg=order[i])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_torchrun_training_step_is_the_one_process_step(tmp_path):
     one = TrainRecipe(RunConfig(**TRAIN, steps=1, out=str(tmp_path / "one")))

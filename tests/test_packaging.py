@@ -36,6 +36,7 @@ def _without_extras(argv: list[str]) -> str:
             f"from gcache.cli import main\nsys.exit(main({argv!r}))")
 
 
+@pytest.mark.slow
 def test_importing_gcache_configures_no_logging_and_prints_nothing():
     done = _python("import logging\n"
                    "import gcache, gcache.cli, gcache.recipes.eval, gcache.recipes.train, gcache.api, gcache.plotting\n"
@@ -47,6 +48,7 @@ def test_importing_gcache_configures_no_logging_and_prints_nothing():
     assert done.stdout == "" and done.stderr == ""
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_missing_extras_are_named_in_one_line_and_the_core_still_runs(tmp_path):
     serve = _python(_without_extras(["serve", "--model", "tiny-random-qwen3", "--port", "0"]))

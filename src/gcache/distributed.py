@@ -145,7 +145,8 @@ class Distributed:
     Example:
         >>> dist = Distributed("cpu")
         >>> dist.setup()          # joins torchrun's group when WORLD_SIZE > 1
-        >>> dist.gather(42)       # [42, ...] from every rank, in rank order
+        >>> dist.gather(42)       # one entry from every rank, in rank order (one rank here)
+        [42]
         >>> dist.cleanup()
     """
 

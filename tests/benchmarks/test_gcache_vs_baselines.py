@@ -36,6 +36,7 @@ def _bench(out: Path, *rows: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_trains_evaluates_and_tables_every_row(tmp_path):
     out = tmp_path / "bench"
     printed = _bench(out, "single", "self_consistency", "gcache_untrained", "gcache_trained")

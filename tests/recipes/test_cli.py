@@ -89,6 +89,7 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError("timed out waiting for results")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
     # 40 questions, one per batch: far more than finish between two polls, so the kill lands mid-run.
     lines = Path(TINY).read_text().splitlines()

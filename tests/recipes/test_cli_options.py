@@ -26,6 +26,7 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"gcache {gcache.__version__}"
 
 
+@pytest.mark.slow
 def test_quiet_and_log_level_set_the_threshold(tmp_path):
     # loads the data (an INFO line), then stops at the model path: exit 2 either way
     run = ["eval", "--method", "single", "--data", TINY, "--out", str(tmp_path), "--model", "/no/such/model_dir"]

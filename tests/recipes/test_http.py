@@ -89,6 +89,7 @@ def test_api_only_mode_runs_the_text_graph(smollm2_server, tmp_path):
     assert len(r["api_sent"]) == 3  # two agents and the decision node, all over the API
 
 
+@pytest.mark.slow
 def test_faults_are_retried_then_recorded_per_question(tmp_path, caplog):
     data = tmp_path / "faults.jsonl"
     questions = ["What is 1+1? [fault:429x2]", "What is 2+2? [fault:500]", "What is 3+3? [fault:garbage]",

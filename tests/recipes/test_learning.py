@@ -36,6 +36,7 @@ def hamming_utility(outcome) -> float:
     return -float((outcome.draw.graph.spatial != TARGET).sum())
 
 
+@pytest.mark.slow
 def test_rewarded_directed_graph_is_what_eval_runs(tmp_path):
     cfg = RunConfig(method="gcache", data=TRAIN, split="train", out=str(tmp_path / "train"), batch_size=3, steps=40,
                     samples_per_question=4, fuser_loss_weight=0.0, **FAST)
@@ -62,6 +63,7 @@ def test_rewarded_directed_graph_is_what_eval_runs(tmp_path):
         assert summary["config"]["eval_graph"] == mode
 
 
+@pytest.mark.slow
 def test_fuser_training_lowers_held_out_nll(tmp_path):
     cfg = RunConfig(method="gcache", data=TRAIN, split="train", out=str(tmp_path), batch_size=3, steps=12,
                     samples_per_question=2, topology="complete", **FAST)

@@ -76,6 +76,7 @@ def _run(script: str, args: list[str], env: dict | None = None) -> subprocess.Co
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_run_gsm8k_cache_trains_then_evaluates(tmp_path):
     proc = _run("run_gsm8k_cache.py", ["--llm_name", "tiny-random-qwen3", "--use_cache", "--device", "cpu",
                                        "--dataset_json", TINY, "--train_json", TINY_TRAIN, "--limit", "2",
@@ -91,6 +92,7 @@ def test_run_gsm8k_cache_trains_then_evaluates(tmp_path):
         assert row["latent_steps"] == 0 if row["alone"] else 1 <= row["latent_steps"] <= 2, (row["alone"], ran)
 
 
+@pytest.mark.slow
 def test_run_gsm8k_cache_api_text_graph_over_http(tmp_path):
     with FaultServer() as server:
         proc = _run("run_gsm8k_cache_API.py", ["--llm_name", "qwen-turbo", "--mode", "Chain", "--agent_nums", "2",

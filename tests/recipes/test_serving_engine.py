@@ -16,7 +16,7 @@ from gcache.cli import main
 from serve_process import gcache_serve
 from gcache.io import ResultStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a gcache serve process
 
 MODEL = ["--model", "tiny-random-qwen3", "--max-new-tokens", "10", "--batch-size", "4"]
 

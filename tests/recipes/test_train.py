@@ -55,6 +55,7 @@ def test_one_step_trains_every_part_and_no_llm_weight(tmp_path):
     assert _checksum(model) == llm_before
 
 
+@pytest.mark.slow
 def test_kill_9_during_train_resumes_from_last_step(tmp_path):
     out = tmp_path / "train"
     cmd = [sys.executable, "-m", "gcache", "train", "--method", "gdesigner", "--data", TINY_TRAIN, "--split", "train",

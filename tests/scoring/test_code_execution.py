@@ -217,6 +217,7 @@ def _deep_tree(root: Path, depth: int) -> None:
     os.close(fd)
 
 
+@pytest.mark.slow
 def test_remove_tree_survives_5000_nested_folders(tmp_path):
     top = tmp_path / "tree"
     top.mkdir()

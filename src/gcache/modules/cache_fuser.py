@@ -73,8 +73,13 @@ class CacheFuser(nn.Module):
         - bias returned by :meth:`forward`: ``[l, b, P]``
 
     Example:
+        >>> kv = tuple(torch.randn(1, 1, 3, 4) for _ in range(2))  # 2 layers of [b, n_kv, s, h_d]
+        >>> msg_a = KVMessage(kv, kv, torch.ones(1, 3, dtype=torch.bool), torch.arange(3)[None],
+        ...                   torch.zeros(1, 3, dtype=torch.long))
         >>> fuser = CacheFuser(num_layers=2, role_names=["A", "B"])
         >>> ctx, bias = fuser([msg_a], ["A"], "B")
+        >>> ctx.length, tuple(bias.shape)  # [l, b, P]
+        (3, (2, 1, 3))
         >>> bool((bias == 0).all())  # a new fuser is exactly concatenation
         True
     """

@@ -231,8 +231,8 @@ class FastLatentEngine(LatentEngine):
         max_caches (int): static caches kept (least recently used dropped first, with their graphs). Default is 4.
 
     Example:
-        >>> engine = FastLatentEngine(model, tokenizer)
-        >>> with torch.no_grad():
+        >>> engine = FastLatentEngine(model, tokenizer)  # needs a loaded model  # doctest: +SKIP
+        >>> with torch.no_grad():  # doctest: +SKIP
         ...     ctx, h, logits, _ = engine.prefill(engine.empty_context(1), ["<prompt>"])
         ...     ctx, h = engine.think(ctx, h, steps=40)
     """

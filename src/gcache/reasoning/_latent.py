@@ -168,10 +168,10 @@ class LatentEngine:
             ``max_position_embeddings``. Default is None (the model's).
 
     Example:
-        >>> engine = LatentEngine(model, tokenizer)
-        >>> ctx, h = engine.prefill(engine.empty_context(1), ["<prompt>"])
-        >>> ctx, h = engine.think(ctx, h, steps=4)
-        >>> engine.decode(ctx, h, DecodeConfig(max_new_tokens=32)).texts
+        >>> engine = LatentEngine(model, tokenizer)  # needs a loaded model  # doctest: +SKIP
+        >>> ctx, h = engine.prefill(engine.empty_context(1), ["<prompt>"])  # doctest: +SKIP
+        >>> ctx, h = engine.think(ctx, h, steps=4)  # doctest: +SKIP
+        >>> engine.decode(ctx, h, DecodeConfig(max_new_tokens=32)).texts  # doctest: +SKIP
     """
 
     def __init__(self, model, tokenizer, *, realign: bool = True, lam: float = 1e-5,

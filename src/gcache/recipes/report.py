@@ -14,6 +14,9 @@ The interval treats every (question, seed) as a trial, so with several seeds it 
 questions alone would be: the table says how many questions and seeds it pooled. Above the tables: the model,
 decoding settings and seeds of each method, the subset of each task, and for code tasks the sandbox protections.
 
+Every count, rate, interval and p-value comes from :mod:`gcache.scoring.aggregation`, the code ``gcache eval``'s
+summary and the benchmarks use.
+
 Plots (PNG, next to ``report.md``): accuracy against generated tokens and against seconds per question, the
 training curves of any trained checkpoint a run used, and for learned-graph runs how often each edge was used.
 """
@@ -32,7 +35,7 @@ from gcache.config import ConfigError, prepare_out
 from gcache.io import ResultStore, atomic_write_text
 from gcache.io.results import ResultsFileError
 from gcache.methods import METHODS
-from gcache.scoring import sign_test, wilson_interval
+from gcache.scoring.aggregation import outcome, paired, pooled_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class Row:
     seeds: list[int]
     questions: int
     trials: int
-    correct: float
+    correct: int
     accuracy: float
     low: float
     high: float
@@ -168,21 +171,6 @@ def collect_runs(folder: str | Path) -> list[Run]:
     return runs
 
 
-def _question_score(record: dict, pipeline: str) -> tuple[float, int]:
-    """``(correct, trials)`` of one record under ``pipeline``: samples count as trials."""
-    score = record.get("scores", {}).get(pipeline)
-    if score is None:  # a run from before strict/flexible scoring: its `correct` is the only score
-        return float(bool(record["correct"])), 1
-    if "n_samples" in score:
-        return float(score["n_correct"]), int(score["n_samples"])
-    return float(bool(score["correct"])), 1
-
-
-def _outcome(record: dict, pipeline: str) -> bool:
-    score = record.get("scores", {}).get(pipeline)
-    return bool(score["correct"] if score is not None else record["correct"])
-
-
 def _settings(summary: dict) -> dict:
     cfg = summary.get("config", {})
     latent = summary.get("latent", {})
@@ -214,16 +202,13 @@ def summarize(runs: list[Run], baseline: str | None, pipeline: str = "flexible")
     rows = []
     for (task, method), group in groups.items():
         records = [r for run in group for r in run.records]
-        scores = [_question_score(r, pipeline) for r in records]
-        correct, trials = sum(s[0] for s in scores), sum(s[1] for s in scores)
-        other_scores = [_question_score(r, other) for r in records]
-        low, high = wilson_interval(round(correct), trials) if trials else (0.0, 1.0)
+        acc, other_acc = pooled_accuracy(records, pipeline), pooled_accuracy(records, other)  # samples are trials
         n = len(records) or 1
         rows.append(Row(
             task=task, method=method, seeds=sorted(run.seed for run in group),
-            questions=len({r["id"] for r in records}), trials=trials, correct=correct,
-            accuracy=correct / trials if trials else math.nan, low=low, high=high,
-            other_accuracy=(sum(s[0] for s in other_scores) / sum(s[1] for s in other_scores)) if trials else math.nan,
+            questions=len({r["id"] for r in records}), trials=acc.n, correct=acc.correct,
+            accuracy=acc.rate if acc.n else math.nan, low=acc.low, high=acc.high,
+            other_accuracy=other_acc.rate if other_acc.n else math.nan,
             prompt_tokens=sum(r.get("prompt_tokens") or 0 for r in records) / n,
             tokens=sum(r.get("completion_tokens") or 0 for r in records) / n,
             latent_steps=sum(r.get("latent_steps") or 0 for r in records) / n,
@@ -236,23 +221,18 @@ def summarize(runs: list[Run], baseline: str | None, pipeline: str = "flexible")
     return rows
 
 
+def _by_seed(runs: list[Run], pipeline: str) -> list[dict]:
+    """The runs' first-sample outcomes under ``pipeline``, one per (seed, question): the unit of pairing."""
+    return [{"id": (run.seed, r["id"]), "correct": outcome(r, pipeline)} for run in runs for r in run.records]
+
+
 def _pair(rows: list[Row], groups: dict, baseline: str, pipeline: str) -> None:
     for row in rows:
         base_runs = groups.get((row.task, baseline))
         if not base_runs or row.method == baseline:
             continue
-        base = {(run.seed, r["id"]): _outcome(r, pipeline) for run in base_runs for r in run.records}
-        wins = losses = ties = 0
-        for run in groups[(row.task, row.method)]:
-            for r in run.records:
-                b = base.get((run.seed, r["id"]))
-                if b is None:
-                    continue
-                mine = _outcome(r, pipeline)
-                wins += mine and not b
-                losses += b and not mine
-                ties += mine == b
-        row.wins, row.losses, row.ties, row.p_value = wins, losses, ties, sign_test(wins, losses)
+        vs = paired(_by_seed(groups[(row.task, row.method)], pipeline), _by_seed(base_runs, pipeline))
+        row.wins, row.losses, row.ties, row.p_value = vs.wins, vs.losses, vs.ties, vs.p
         base_row = next(x for x in rows if x.task == row.task and x.method == baseline)
         row.token_ratio = row.tokens / base_row.tokens if base_row.tokens else None
         row.time_ratio = row.seconds / base_row.seconds if base_row.seconds else None

@@ -19,7 +19,7 @@
 Old single-file checkpoints (``OUT/checkpoint.pt``) are read with ``weights_only=True`` as well: they hold tensors
 and plain data only, so they load unchanged; a pickle that carries anything else (code) is refused in one line.
 
->>> team = load_team("runs/train")  # doctest: +SKIP  (the run folder, its team/ folder, or owner/name)
+>>> team = load_team("runs/train")  # the run folder, its team/ folder, or owner/name  # doctest: +SKIP
 >>> team.step, team.config["method"], len(team.train_question_hashes)  # doctest: +SKIP
 (10, 'gcache', 40)
 """
