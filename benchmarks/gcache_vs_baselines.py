@@ -18,7 +18,10 @@ Nothing is tuned on the test questions. Rows:
 * ``text_chain``: planner -> critic -> refiner -> judger passing text; ``latentmas_seq``: the LatentMAS sequential
   team passing KV-caches of latent thoughts;
 * ``gcache (untrained)``: the initial policy (it answers alone with probability ``--alone-prob``), a neutral fuser;
-* ``gcache (trained)``: after ``--steps`` steps of ``gcache train``.
+* ``gcache (trained)``: after ``--steps`` steps of ``gcache train``;
+* ``gcache (team read, untrained)``: the initial policy with ``--alone-prob 0.01``, so that its decision node reads
+  its agents (with a neutral fuser): not a method to use, but the other side of the choice the policy makes, whose
+  oracle gating with ``single`` says how much a policy that picks per question could gain at most.
 
 Learned rows run the seeded sample of their policy per question; a question their policy answers alone takes the
 ``single`` row's record (``gcache eval --alone-from``: the same plan, prompt and greedy answer, tested bit for bit),
@@ -55,12 +58,14 @@ from gcache.scoring.aggregation import (accuracy, majority_at, majority_tokens_a
                                         share_alone)
 from gcache.training import checkpointing
 
-ROWS = ("single", "self_consistency", "text_chain", "latentmas_seq", "gcache_untrained", "gcache_trained")
-LABELS = {"gcache_untrained": "gcache (untrained)", "gcache_trained": "gcache (trained)"}
+ROWS = ("single", "self_consistency", "text_chain", "latentmas_seq", "gcache_untrained", "gcache_trained",
+        "gcache_team")
+LABELS = {"gcache_untrained": "gcache (untrained)", "gcache_trained": "gcache (trained)",
+          "gcache_team": "gcache (team read, untrained)"}
 
 
 def row_config(row: str, args, out: Path) -> RunConfig:
-    method = {"gcache_untrained": "gcache", "gcache_trained": "gcache"}.get(row, row)
+    method = {"gcache_untrained": "gcache", "gcache_trained": "gcache", "gcache_team": "gcache"}.get(row, row)
     common = dict(model=args.model, data=args.test_data, split="test", limit=args.test, batch_size=args.batch_size,
                   max_new_tokens=args.max_new_tokens, latent_steps=args.latent_steps, seed=args.seed,
                   shard=args.shard, out=str(out / row))
@@ -70,6 +75,8 @@ def row_config(row: str, args, out: Path) -> RunConfig:
         return RunConfig(method=method, checkpoint=str(out / "train"), **common)
     if row == "gcache_untrained":
         return RunConfig(method=method, alone_prob=args.alone_prob, **common)
+    if row == "gcache_team":  # the team the policy could choose to read: what gating between it and single could win
+        return RunConfig(method="gcache", alone_prob=0.01, **common)
     if row == "self_consistency":
         return RunConfig(method=method, votes=args.votes, temperature=args.sc_temperature, top_p=args.sc_top_p,
                          **common)

@@ -55,7 +55,7 @@ def plot_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, da
         names = [f"{a}#{i}" for i, a in enumerate(team.agents)]
         title = None
         if probs.read is not None:  # whom the decision node reads (G-cache's read set), mean over the questions
-            title = "P(decision reads): " + ", ".join(f"{n} {float(p):.2f}" for n, p in zip(names, probs.read))
+            title = "P(decision node reads agent): " + ", ".join(f"#{i} {float(p):.2f}" for i, p in enumerate(probs.read))
         written.append(plot_topology(probs.spatial, temporal, names, out_dir / "topology.png", title=title))
     if ckpt.history:
         written.append(plot_training_curves(ckpt.history, out_dir / "training_curves.png",
