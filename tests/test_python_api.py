@@ -24,7 +24,8 @@ ASSETS = ROOT / "tests" / "assets"
 TINY = str(ASSETS / "tiny_gsm8k.jsonl")
 TINY_TRAIN = str(ASSETS / "tiny_gsm8k_train.jsonl")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-# A learned latent team whose untrained policy (seed 3) reads its team, drawing a graph per question, in batches of 2
+# A learned latent team whose untrained policy reads its team for some questions (each draws its own graph), in
+# batches of 2
 # (3 questions: a full batch and a short one).
 SETTINGS = dict(method="gcache", model="tiny-random-qwen3", data=TINY, limit=3, batch_size=2, max_new_tokens=4,
                 latent_steps=1, alone_prob=0.3, seed=3)
@@ -70,7 +71,7 @@ def test_import_gcache_loads_no_torch_and_exports_the_api_lazily():
 
 def test_answers_are_the_records_of_gcache_eval(cli_run):
     expected = _records(cli_run)
-    assert len(expected) == 3 and {r["alone"] for r in expected} == {False}  # the decision node read the team
+    assert len(expected) == 3 and not all(r["alone"] for r in expected)  # some decision node read the team
     with gcache.load_agents(**{k: v for k, v in SETTINGS.items() if k not in ("data", "limit")},
                             progress=False) as agents:
         answers = agents.answer([r["question"] for r in expected], golds=[r["gold"] for r in expected])

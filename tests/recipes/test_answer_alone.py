@@ -157,3 +157,14 @@ def test_alone_from_reuses_single_records_exactly_and_refuses_another_run(tmp_pa
     with pytest.raises(ConfigError, match="max_new_tokens"):
         EvalRecipe(RunConfig(method="gcache", out=str(tmp_path / "other"), alone_from=str(tmp_path / "single"),
                              **{**common, "max_new_tokens": 5})).setup()
+
+
+def test_eval_draws_each_question_independently(tmp_path):
+    """--eval-graph sample: each question's graph comes from its own seeded draw, so a policy that answers alone
+    with probability 1/2 answers some questions alone and reads its team on others (one shared draw would give
+    all or none), and the same question draws the same graph in another run, batch or order."""
+    common = dict(model="tiny-random-qwen3", data=HELD_OUT, max_new_tokens=2, latent_steps=1, alone_prob=0.5)
+    _, rows = run_eval(RunConfig(method="gcache", out=str(tmp_path / "a"), batch_size=5, **common))
+    assert 0 < sum(r["alone"] for r in rows) < len(rows)
+    _, again = run_eval(RunConfig(method="gcache", out=str(tmp_path / "b"), batch_size=1, limit=3, **common))
+    assert [r["graph"] for r in again] == [r["graph"] for r in rows[:3]]

@@ -18,7 +18,7 @@ from gcache.recipes.eval import EvalRecipe
 from gcache.recipes.train import TrainRecipe, answer_target, question_hash
 from gcache.training import checkpointing
 from gcache.training.checkpointing import CheckpointError, load_team
-from gcache.training.team import seeded_generator
+from gcache.training.team import eval_generator
 
 ASSETS = Path(__file__).parents[1] / "assets"
 TRAIN = str(ASSETS / "tiny_gsm8k_train.jsonl")
@@ -94,7 +94,7 @@ def _answers_and_nll(cfg: RunConfig, team, executor, task, examples) -> tuple[li
     texts, nlls = [], []
     with torch.no_grad():
         for ex in examples:
-            draws = team.draw(ex.question, [seeded_generator(cfg.seed, "eval-graph")], cfg.eval_graph)
+            draws = team.draw(ex.question, [eval_generator(cfg.seed, ex.question)], cfg.eval_graph)
             plan, soft = C.plan_for(cfg, team, draws)
             texts.append(executor.run(plan, [ex.question], soft)[0].final_text)
             nlls.append(executor.answer_nll(plan, [ex.question], [answer_target(task, ex)], soft))

@@ -38,7 +38,7 @@ from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
 from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
 from gcache.scoring.aggregation import majority_at, majority_tokens_at, share_alone
-from gcache.training.team import seeded_generator
+from gcache.training.team import eval_generator
 
 logger = logging.getLogger(__name__)
 
@@ -254,13 +254,13 @@ class EvalRecipe:
 
     def _draws(self, batch) -> list:
         """The graph of each question: the learned policy's seeded sample (``--eval-graph sample``, as G-Designer
-        evaluates) or its most probable DAG (``map``). A sample's random numbers depend on the seed only, the
-        same for every question, so a question's graph does not depend on its batch or on resuming, and
-        questions whose edge probabilities are alike draw the same graph and run together."""
+        evaluates; :func:`~gcache.training.team.eval_generator`: seeded by the run's seed and the question) or its
+        most probable DAG (``map``). A question's graph does not depend on its batch or on resuming; a batch's
+        different graphs still run together (:meth:`GraphExecutor.run_many`)."""
         if self.team is None:
             return [None] * len(batch)
         with torch.no_grad():
-            return [self.team.draw(ex.question, [seeded_generator(self.cfg.seed, "eval-graph")],
+            return [self.team.draw(ex.question, [eval_generator(self.cfg.seed, ex.question)],
                                    self.cfg.eval_graph)[0] for ex in batch]
 
     def _run_batch(self, batch) -> list[dict]:

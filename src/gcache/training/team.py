@@ -23,13 +23,24 @@ from gcache.modules.topology import EdgeProbs, TopologyGNN, TopologyPolicy, read
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GraphDraw", "Team", "seeded_generator"]
+__all__ = ["GraphDraw", "Team", "eval_generator", "seeded_generator"]
 
 
 def seeded_generator(*keys: object) -> torch.Generator:
     """A CPU generator seeded from ``keys`` (stable across processes, unlike ``hash``)."""
     digest = hashlib.sha256(repr(keys).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def eval_generator(seed: int, question: str) -> torch.Generator:
+    """The generator of the graph a learned method runs for ``question`` at evaluation (``--eval-graph sample``).
+
+    Seeded by the run's seed and the question itself: a question's graph does not depend on its batch, its shard
+    or a resume, and different questions draw independently, so the accuracy over a test set estimates the
+    policy's expected accuracy. (One draw shared by every question, as before, made a policy that answers alone
+    with probability 0.9 answer alone on every question, or read its team on every question, by one coin.)
+    """
+    return seeded_generator(seed, "eval-graph", " ".join(question.split()))
 
 
 @dataclass
