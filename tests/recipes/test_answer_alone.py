@@ -136,7 +136,7 @@ def test_read_set_is_part_of_the_policy(tmp_path):
     spatial_only, log_spatial = team.policy.draw(probs[0]._replace(read=None), torch.Generator().manual_seed(5),
                                                  "sample", agents=team.agents)
     assert torch.equal(graph.spatial, spatial_only.spatial)
-    read = probs[0].read
+    read = probs[0].read.detach()
     expect = sum(math.log(float(read[i])) if i in graph.reads else math.log(1 - float(read[i])) for i in range(n))
     assert float(log_prob - log_spatial) == pytest.approx(expect, rel=1e-5)
     (-log_prob).backward()
