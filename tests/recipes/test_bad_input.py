@@ -4,7 +4,6 @@ and is found before any model loads (the recipes log "loading model" as their fi
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import pytest
 
 from gcache.cli import main
 
+from cli_assertions import one_line_exit_2 as _one_line_exit_2
+
 ASSETS = Path(__file__).parents[1] / "assets"
 TINY = str(ASSETS / "tiny_gsm8k.jsonl")
 FAST = ["--model", "tiny-random-qwen3", "--max-new-tokens", "2", "--latent-steps", "1"]
@@ -22,16 +23,6 @@ FAST = ["--model", "tiny-random-qwen3", "--max-new-tokens", "2", "--latent-steps
 pytestmark = pytest.mark.integration
 
 
-def _one_line_exit_2(argv: list[str], capsys, caplog, *expected: str) -> str:
-    capsys.readouterr()
-    with caplog.at_level(logging.INFO):
-        assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, (text, err)
-    assert "loading model" not in caplog.text  # found before any model loaded
-    return err
 
 
 def _eval(tmp_path: Path, *extra: str, data: str = TINY) -> list[str]:

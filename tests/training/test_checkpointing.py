@@ -5,7 +5,6 @@ eval``, ``gcache plot`` and a resumed ``gcache train``, with one line and exit s
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,8 @@ from gcache.recipes.train import TrainRecipe, answer_target, question_hash
 from gcache.training import checkpointing
 from gcache.training.checkpointing import CheckpointError, load_team
 from gcache.training.team import eval_generator
+
+from cli_assertions import one_line_exit_2 as _one_line_exit_2
 
 ASSETS = Path(__file__).parents[1] / "assets"
 TRAIN = str(ASSETS / "tiny_gsm8k_train.jsonl")
@@ -50,16 +51,6 @@ def _hostile_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-def _one_line_exit_2(argv: list[str], capsys, caplog, *expected: str) -> str:
-    capsys.readouterr()
-    with caplog.at_level(logging.INFO):
-        assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, (text, err)
-    assert "loading model" not in caplog.text  # refused before any model loaded
-    return err
 
 
 def test_a_checkpoint_that_runs_code_is_refused_and_nothing_in_it_runs(tmp_path, capsys, caplog):
