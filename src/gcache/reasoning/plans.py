@@ -113,13 +113,13 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
     ``majority`` votes over the final round's agents.
     """
     mode = resolve_mode(mode)
-    if graph.decision == "refer" and graph.reads is not None:
-        return _plan_with_reads(graph, roles, kind=kind, mode=mode, message=message, decision_role=decision_role,
-                                decision_note=decision_note)
+    if graph.decision == "refer" and graph.reads == ():  # answers alone: the single agent's plan, node for node
+        return single_plan(mode)[0], {}
     if kind == "latent" and mode == "api":
         raise ValueError("latent agents need the local model: a latent graph cannot run in mode api")
     agent_backend = "local" if (kind == "latent" or mode == "local") else "api"
     decision_backend = "local" if mode == "local" else "api"
+    full_caches = message == "full" and kind == "latent"  # a full cache already holds its ancestors' messages
     steps = graph.unrolled()
     index = {(s.round, s.agent): i for i, s in enumerate(steps)}
     last_round = graph.num_rounds - 1
@@ -129,63 +129,37 @@ def plan_from_graph(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, 
         answering = {len(steps) - 1}
     elif graph.decision == "majority":
         answering = set(final_round)
+    kept, reads = list(range(len(steps))), []  # the steps that run; what the refer decision reads
+    if graph.decision == "refer" and graph.reads is not None:
+        reads = [index[(last_round, a)] for a in graph.reads]
+        ancestors: dict[int, set[int]] = {}
+        for i, s in enumerate(steps):  # steps are in execution order: predecessors come first
+            preds = [index[p] for p in s.predecessors]
+            ancestors[i] = set(preds).union(*(ancestors[j] for j in preds))
+        needed = set(reads).union(*(ancestors[i] for i in reads))  # the read agents and all they hear from
+        kept = [i for i in kept if i in needed]
+        if full_caches:
+            reads = [i for i in reads if not any(i in ancestors[j] for j in reads)]
+    elif graph.decision == "refer":
+        sinks = set(graph.sinks())
+        reads = [i for i in final_round if steps[i].agent in sinks] if full_caches else final_round
+    new = {old: k for k, old in enumerate(kept)}  # step index -> plan index
     nodes, edge_index = [], {}
-    for i, s in enumerate(steps):
-        inputs = tuple(index[p] for p in s.predecessors)
+    for old in kept:
+        s = steps[old]
+        inputs = tuple(new[index[p]] for p in s.predecessors)
         for (r, u), j in zip(s.predecessors, inputs):
-            edge_index[(j, i)] = ("temporal" if r < s.round else "spatial", u, s.agent)
+            edge_index[(j, new[old])] = ("temporal" if r < s.round else "spatial", u, s.agent)
         name = graph.agents[s.agent]
         if name not in roles:
             raise ValueError(f"agent {name!r} has no role; known roles are {', '.join(roles)}")
-        answers = i in answering
+        answers = old in answering
         nodes.append(NodeSpec(roles[name], kind="text" if answers else kind,
                               backend=decision_backend if answers else agent_backend,
                               inputs=inputs, name=f"{name}#{s.agent}@r{s.round}"))
     if graph.decision == "refer":
-        if message == "full" and kind == "latent":
-            sinks = set(graph.sinks())
-            reads = tuple(i for i in final_round if steps[i].agent in sinks)
-        else:
-            reads = tuple(final_round)
-        nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend, inputs=reads,
-                              context_note=decision_note))
+        nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend,
+                              inputs=tuple(new[i] for i in reads), context_note=decision_note))
         return Plan(tuple(nodes), message=message), edge_index
     voters = tuple(sorted(answering)) if graph.decision == "majority" else ()
     return Plan(tuple(nodes), message=message, voters=voters), edge_index
-
-
-def _plan_with_reads(graph: AgentGraph, roles: Mapping[str, Role], *, kind: str, mode: str, message: str,
-                     decision_role: Role, decision_note: bool) -> tuple[Plan, dict]:
-    """The plan of a graph whose decision node reads its read set (see :func:`plan_from_graph`)."""
-    if not graph.reads:  # answers alone: the single agent's plan, node for node
-        return single_plan(mode)[0], {}
-    agent_backend = "local" if (kind == "latent" or mode == "local") else "api"
-    decision_backend = "local" if mode == "local" else "api"
-    steps = graph.unrolled()
-    index = {(s.round, s.agent): i for i, s in enumerate(steps)}
-    last_round = graph.num_rounds - 1
-    read = [index[(last_round, a)] for a in graph.reads]
-    # what must run: the read agents and everything they hear from, in rounds before and in their own
-    ancestors: dict[int, set[int]] = {}
-    for i, s in enumerate(steps):  # steps are in execution order: predecessors come first
-        preds = [index[p] for p in s.predecessors]
-        ancestors[i] = set(preds).union(*(ancestors[j] for j in preds))
-    needed = set(read).union(*(ancestors[i] for i in read))
-    if message == "full" and kind == "latent":  # a full cache already holds its ancestors' messages
-        read = [i for i in read if not any(i in ancestors[j] for j in read)]
-    kept = [i for i in range(len(steps)) if i in needed]
-    new = {old: k for k, old in enumerate(kept)}
-    nodes, edge_index = [], {}
-    for old in kept:
-        s = steps[old]
-        name = graph.agents[s.agent]
-        if name not in roles:
-            raise ValueError(f"agent {name!r} has no role; known roles are {', '.join(roles)}")
-        inputs = tuple(new[index[p]] for p in s.predecessors)
-        for (r, u), j in zip(s.predecessors, inputs):
-            edge_index[(j, new[old])] = ("temporal" if r < s.round else "spatial", u, s.agent)
-        nodes.append(NodeSpec(roles[name], kind=kind, backend=agent_backend, inputs=inputs,
-                              name=f"{name}#{s.agent}@r{s.round}"))
-    nodes.append(NodeSpec(decision_role, kind="text", backend=decision_backend, inputs=tuple(new[i] for i in read),
-                          context_note=decision_note))
-    return Plan(tuple(nodes), message=message), edge_index

@@ -36,8 +36,8 @@ from gcache.provenance import provenance
 from gcache.reasoning import ContextOverflowError
 from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
-from gcache.scoring import compute_metrics, sandbox_report, wilson_interval
-from gcache.scoring.aggregation import majority_at, majority_tokens_at, share_alone
+from gcache.scoring import compute_metrics, sandbox_report
+from gcache.scoring.aggregation import accuracy, majority_at, majority_tokens_at, share_alone
 from gcache.training.team import eval_generator
 
 logger = logging.getLogger(__name__)
@@ -263,16 +263,17 @@ class EvalRecipe:
             return [self.team.draw(ex.question, [eval_generator(self.cfg.seed, ex.question)],
                                    self.cfg.eval_graph)[0] for ex in batch]
 
-    def _run_batch(self, batch) -> list[dict]:
+    def _run_batch(self, batch, draws: list | None = None) -> list[dict]:
         """Run a batch (each question ``--samples`` times). Questions that drew different graphs run together
         (:meth:`GraphExecutor.run_many`: the agents of every graph at the same step share forwards); when some
-        question does not fit the context, each graph's group runs again on its own, which names the question."""
-        draws = self._draws(batch)
+        question does not fit the context, each graph's group runs again on its own, which names the question.
+        A question answered alone whose record ``--alone-from`` holds takes that record instead of running."""
+        draws = self._draws(batch) if draws is None else draws
         reused = {i: self._reused_alone(ex, draws[i]) for i, ex in enumerate(batch)
                   if draws[i] is not None and draws[i].graph.alone and ex.id in self.alone_records}
         if reused:
             rest = [i for i in range(len(batch)) if i not in reused]
-            ran = self._run_batch([batch[i] for i in rest]) if rest else []
+            ran = self._run_batch([batch[i] for i in rest], [draws[i] for i in rest]) if rest else []
             records = dict(zip(rest, ran)) | reused
             return [records[i] for i in range(len(batch))]
         samples = self.cfg.samples
@@ -403,11 +404,9 @@ class EvalRecipe:
         metrics = {}
         for name in self.task.filters:
             per_question = [r["scores"][name] if "scores" in r else {"correct": r["correct"]} for r in records]
-            correct = sum(bool(s["correct"]) for s in per_question)
-            n = len(per_question)
-            low, high = wilson_interval(correct, n)
-            metrics[name] = {**(compute_metrics(per_question, names) if n else {}), "correct": correct, "n": n,
-                             "accuracy": correct / n if n else 0.0, "ci95": [round(low, 4), round(high, 4)]}
+            acc = accuracy(per_question)  # the aggregation gcache report and the benchmarks use
+            metrics[name] = {**(compute_metrics(per_question, names) if acc.n else {}), "correct": acc.correct,
+                             "n": acc.n, "accuracy": acc.rate, "ci95": [round(acc.low, 4), round(acc.high, 4)]}
         return metrics
 
     def summary(self, write: bool = True) -> dict:

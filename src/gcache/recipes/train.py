@@ -48,7 +48,7 @@ from gcache.reasoning import ContextOverflowError
 from gcache.reasoning.executor import RowTrace
 from gcache.recipes import _components as C
 from gcache.training import checkpointing
-from gcache.training.reinforce import MovingAverageBaseline, reinforce_loss
+from gcache.training.reinforce import MovingAverageBaseline, group_mean_baseline, reinforce_loss
 from gcache.training.team import GraphDraw, seeded_generator
 
 logger = logging.getLogger(__name__)
@@ -397,7 +397,7 @@ class TrainRecipe:
             if cfg.baseline == "none":
                 b = None
             elif cfg.baseline == "group":  # leave-one-out mean of the question's other graphs
-                b = (utilities.sum(dim=1, keepdim=True) - utilities) / (utilities.shape[1] - 1)
+                b = torch.stack([group_mean_baseline(row, leave_one_out=True) for row in utilities])  # [B', K]
             else:
                 b = torch.full_like(utilities, self.baseline.value)
             reinforce = reinforce_loss(log_probs.flatten(), utilities.flatten(), None if b is None else b.flatten())
